@@ -1,0 +1,22 @@
+"""Plain HTTP clients of the Kwery and Newhedge liquidation APIs (no Dagster in here)."""
+
+from liq_pipeline.clients.kwery import (
+    KWERY_COLUMNS,
+    KweryClient,
+    KweryPage,
+    KweryResult,
+    KweryStats,
+)
+from liq_pipeline.clients.newhedge import EXCHANGES, NEWHEDGE_METRICS, SIDES, NewhedgeClient
+
+__all__ = [
+    "EXCHANGES",
+    "KWERY_COLUMNS",
+    "NEWHEDGE_METRICS",
+    "SIDES",
+    "KweryClient",
+    "KweryPage",
+    "KweryResult",
+    "KweryStats",
+    "NewhedgeClient",
+]
