@@ -1,0 +1,95 @@
+"""The one place the Definitions are built and the environment is read (through dg.EnvVar)."""
+
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import dagster as dg
+
+from liq_pipeline.assets.kwery import build_kwery_asset
+from liq_pipeline.assets.newhedge import build_newhedge_assets
+from liq_pipeline.assets.totals import build_totals_asset
+from liq_pipeline.checks import build_freshness_checks, build_reconciliation_check
+from liq_pipeline.clients.kwery import KWERY_BASE_URL
+from liq_pipeline.clients.newhedge import NEWHEDGE_BASE_URL
+from liq_pipeline.jobs import build_jobs
+from liq_pipeline.partitions import DEFAULT_START_DATE, daily_partitions
+from liq_pipeline.resources import KweryResource, NewhedgeResource
+from liq_pipeline.schedules import build_schedules
+from liq_pipeline.sensors import build_freshness_sensor
+from liq_pipeline.warehouse import WarehouseIOManager, WarehouseResource
+
+SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{1,20}$")
+
+
+def parse_symbols(value: str) -> list[str]:
+    """`LIQ_KWERY_SYMBOLS` ("BTC,ETH") → ["BTC", "ETH"], validated, de-duplicated, in order."""
+    symbols = list(dict.fromkeys(s.strip().upper() for s in value.split(",") if s.strip()))
+    bad = [s for s in symbols if not SYMBOL_PATTERN.match(s)]
+    if not symbols or bad:
+        raise ValueError(
+            f"LIQ_KWERY_SYMBOLS must be comma-separated symbols like 'BTC,ETH', got {value!r}"
+        )
+    return symbols
+
+
+def default_warehouse_url() -> str:
+    """An SQLite file in the git-ignored `.liq/` folder beside the Dagster instance."""
+    home = dg.EnvVar("DAGSTER_HOME").get_value() or str(Path.cwd())
+    return f"sqlite:///{Path(home).resolve() / '.liq' / 'warehouse.sqlite'}"
+
+
+def env_or_default(name: str, default: str) -> str | dg.EnvVar:
+    # Bound as an EnvVar when set, so the UI and run config show the variable's name, never its
+    # value (a warehouse URL may carry a password).
+    return dg.EnvVar(name) if dg.EnvVar(name).get_value() else default
+
+
+def build_definitions(
+    *, start_date: str = DEFAULT_START_DATE, symbols: Sequence[str] = ("BTC",)
+) -> dg.Definitions:
+    partitions_def = daily_partitions(start_date)
+    with warnings.catch_warnings():
+        # Deliberate choices, so their notices are kept out of every load: single-run backfills
+        # (beta), partition-aware reconciliation checks (preview) and time-partition freshness
+        # checks with their sensor (superseded by FreshnessPolicy, which judges the latest
+        # materialization rather than whether yesterday's partition exists).
+        for category in (dg.BetaWarning, dg.PreviewWarning, dg.SupersessionWarning):
+            warnings.simplefilter("ignore", category)
+        kwery_assets = [build_kwery_asset(symbol, partitions_def) for symbol in symbols]
+        newhedge_assets = build_newhedge_assets(partitions_def)
+        totals_asset = build_totals_asset(partitions_def)
+        reconciliation = [build_reconciliation_check(partitions_def)] if "BTC" in symbols else []
+        freshness_checks = build_freshness_checks(kwery_assets, [newhedge_assets, totals_asset])
+        freshness_sensor = build_freshness_sensor(freshness_checks)
+    kwery_job, newhedge_job = build_jobs(reconciliation, freshness_checks)
+    warehouse_url = env_or_default("LIQ_WAREHOUSE_URL", default_warehouse_url())
+    return dg.Definitions(
+        # One process per run: the steps are I/O-bound and sequential per API pool, and a
+        # subprocess per step would add seconds of start-up to every daily run.
+        executor=dg.in_process_executor,
+        assets=[*kwery_assets, newhedge_assets, totals_asset],
+        asset_checks=[*reconciliation, *freshness_checks],
+        jobs=[kwery_job, newhedge_job],
+        schedules=build_schedules(kwery_job, newhedge_job),
+        sensors=[freshness_sensor],
+        resources={
+            "io_manager": WarehouseIOManager(url=warehouse_url),
+            "warehouse": WarehouseResource(url=warehouse_url),
+            "kwery": KweryResource(
+                api_key=dg.EnvVar("KWERY_API_KEY"),
+                base_url=env_or_default("KWERY_BASE_URL", KWERY_BASE_URL),
+            ),
+            "newhedge": NewhedgeResource(
+                api_token=dg.EnvVar("NEWHEDGE_API_TOKEN"),
+                base_url=env_or_default("NEWHEDGE_BASE_URL", NEWHEDGE_BASE_URL),
+            ),
+        },
+    )
+
+
+defs = build_definitions(
+    start_date=dg.EnvVar("LIQ_START_DATE").get_value() or DEFAULT_START_DATE,
+    symbols=parse_symbols(dg.EnvVar("LIQ_KWERY_SYMBOLS").get_value() or "BTC"),
+)

@@ -1,0 +1,125 @@
+"""End-to-end demo: simulator → `dagster` CLI → SQLite warehouse → printed summary.
+
+    liq-demo          materialize the last 7 published days of every asset, print the totals
+    liq-demo dev      open `dagster dev` with every asset wired to the simulator
+
+Run from the repository root: DAGSTER_HOME is the root (its dagster.yaml is the instance config)
+and all state lands in the git-ignored `.liq/` folder.
+"""
+
+import argparse
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from liq_pipeline.clients import EXCHANGES
+from liq_pipeline.simulator import DEMO_NEWHEDGE_TOKEN, Simulator
+from liq_pipeline.warehouse import WarehouseResource
+
+DEMO_KWERY_KEY = "demo-business-key"  # full history, as a backfill needs
+DEMO_DAYS = 7
+# Newhedge publishes day D at D+1 01:00 UTC (CONTRACT.md simulator clock).
+NEWHEDGE_PUBLICATION = dt.timedelta(hours=1)
+
+
+def project_root() -> Path:
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "dagster.yaml").is_file() and (folder / "workspace.yaml").is_file():
+            return folder
+    sys.exit("liq-demo: run it from the liq_pipeline repository (no dagster.yaml found)")
+
+
+def demo_range(now: dt.datetime, days: int = DEMO_DAYS) -> tuple[dt.date, dt.date]:
+    """The last `days` complete UTC days whose Newhedge values are already published."""
+    last = (now - NEWHEDGE_PUBLICATION).date() - dt.timedelta(days=1)
+    return last - dt.timedelta(days=days - 1), last
+
+
+def demo_env(root: Path, sim_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DAGSTER_HOME=str(root),
+        KWERY_API_KEY=DEMO_KWERY_KEY,
+        NEWHEDGE_API_TOKEN=DEMO_NEWHEDGE_TOKEN,
+        KWERY_BASE_URL=sim_url,
+        NEWHEDGE_BASE_URL=sim_url,
+    )
+    return env
+
+
+def print_summary(warehouse_url: str, first: dt.date, last: dt.date) -> None:
+    start = dt.datetime.combine(first, dt.time(), dt.UTC)
+    end = dt.datetime.combine(last, dt.time(), dt.UTC) + dt.timedelta(days=1)
+    totals = WarehouseResource(url=warehouse_url).read("daily_liquidation_totals", start, end)
+    columns = {e: totals[f"{e}_long_usd"] + totals[f"{e}_short_usd"] for e in EXCHANGES}
+    columns |= {
+        "long": totals["long_usd"],
+        "short": totals["short_usd"],
+        "total": totals["total_usd"],
+    }
+    print("\nDaily BTC liquidations across exchanges (USD millions)")
+    print(f"{'day':<10}" + "".join(f"{name:>10}" for name in columns))
+    for i, day in enumerate(totals["day"]):
+        print(f"{day:%Y-%m-%d}" + "".join(f"{c.iloc[i] / 1e6:>10.2f}" for c in columns.values()))
+
+
+def run_demo(root: Path) -> int:
+    first, last = demo_range(dt.datetime.now(dt.UTC))
+    data = root / ".liq"
+    data.mkdir(exist_ok=True)
+    warehouse_url = f"sqlite:///{data / 'warehouse.sqlite'}"
+    log_path = data / "demo-last-run.log"
+    with Simulator(port=0) as sim:
+        env = demo_env(root, sim.url)
+        env["LIQ_WAREHOUSE_URL"] = warehouse_url
+        print(f"Simulator of Kwery and Newhedge at {sim.url}")
+        print(f"Materializing every asset for {first}...{last} in one run (log: {log_path})")
+        command = [
+            str(Path(sys.executable).with_name("dagster")),
+            "asset", "materialize", "-m", "liq_pipeline.definitions", "--select", "*",
+            "--partition-range", f"{first}...{last}",
+        ]  # fmt: skip
+        started = time.perf_counter()
+        with log_path.open("w") as log:
+            result = subprocess.run(
+                command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        elapsed = time.perf_counter() - started
+        if result.returncode != 0:
+            print(f"The run failed after {elapsed:.1f}s; last lines of {log_path}:")
+            print("".join(log_path.read_text().splitlines(keepends=True)[-25:]))
+            return result.returncode
+        kwery, newhedge = sim.stats(DEMO_KWERY_KEY), sim.stats(DEMO_NEWHEDGE_TOKEN)
+    print(f"Run succeeded in {elapsed:.1f}s, warehouse: {warehouse_url}")
+    print_summary(warehouse_url, first, last)
+    print(
+        f"\nKwery: {kwery['rows']:,} BTC events, {kwery['ok_requests']} requests, "
+        f"{kwery['credits_used']:,} credits. Newhedge: {newhedge['ok_requests']} requests."
+    )
+    return 0
+
+
+def run_dev(root: Path, port: int) -> int:
+    with Simulator(port=port) as sim:
+        print(f"Simulator of Kwery and Newhedge at {sim.url}; starting dagster dev (Ctrl-C stops)")
+        command = [str(Path(sys.executable).with_name("dagster")), "dev", "-w", "workspace.yaml"]
+        try:
+            return subprocess.run(command, cwd=root, env=demo_env(root, sim.url)).returncode
+        except KeyboardInterrupt:
+            return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="liq-demo", description=__doc__.splitlines()[0])
+    parser.add_argument("mode", nargs="?", choices=("run", "dev"), default="run")
+    parser.add_argument("--simulator-port", type=int, default=8765, help="for `dev` (default 8765)")
+    args = parser.parse_args(argv)
+    root = project_root()
+    return run_demo(root) if args.mode == "run" else run_dev(root, args.simulator_port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

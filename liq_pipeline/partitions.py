@@ -1,0 +1,25 @@
+"""The one daily partitioning scheme every asset shares: UTC calendar days, keys `YYYY-MM-DD`."""
+
+import datetime as dt
+
+import dagster as dg
+
+DEFAULT_START_DATE = "2020-01-01"
+
+
+def parse_start_date(value: str) -> str:
+    """Validate a `LIQ_START_DATE` value and return it normalised to `YYYY-MM-DD`."""
+    try:
+        day = dt.date.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"LIQ_START_DATE must be a UTC calendar day written YYYY-MM-DD, got {value!r}"
+        ) from None
+    if day > dt.datetime.now(dt.UTC).date():
+        raise ValueError(f"LIQ_START_DATE {day} is in the future; no partition would exist yet")
+    return day.isoformat()
+
+
+def daily_partitions(start_date: str = DEFAULT_START_DATE) -> dg.DailyPartitionsDefinition:
+    # end_offset=0: today's partition only appears once the UTC day is complete.
+    return dg.DailyPartitionsDefinition(start_date=parse_start_date(start_date), timezone="UTC")

@@ -1,0 +1,94 @@
+import datetime as dt
+import os
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from liq_pipeline.definitions import build_definitions, parse_symbols
+from liq_pipeline.partitions import parse_start_date
+
+
+def test_symbols_are_normalised_and_deduplicated():
+    assert parse_symbols(" btc, ETH ,btc,") == ["BTC", "ETH"]
+
+
+@pytest.mark.parametrize("value", ["", " , ", "BTC;ETH", "BTC,ET-H"])
+def test_bad_symbols_are_refused_with_the_expected_form(value):
+    with pytest.raises(ValueError) as err:
+        parse_symbols(value)
+    assert str(err.value) == (
+        f"LIQ_KWERY_SYMBOLS must be comma-separated symbols like 'BTC,ETH', got {value!r}"
+    )
+
+
+@pytest.mark.parametrize("value", ["2026-13-01", "01/03/2026", "yesterday"])
+def test_bad_start_dates_are_refused(value):
+    with pytest.raises(ValueError) as err:
+        parse_start_date(value)
+    assert str(err.value) == (
+        f"LIQ_START_DATE must be a UTC calendar day written YYYY-MM-DD, got {value!r}"
+    )
+
+
+def test_a_future_start_date_is_refused():
+    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+    with pytest.raises(ValueError) as err:
+        parse_start_date(tomorrow.isoformat())
+    assert (
+        str(err.value)
+        == f"LIQ_START_DATE {tomorrow} is in the future; no partition would exist yet"
+    )
+
+
+def test_one_asset_per_symbol_and_partitions_from_the_start_date():
+    defs = build_definitions(start_date="2026-02-01", symbols=("BTC", "SOL"))
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert {"kwery_liquidations_btc", "kwery_liquidations_sol"} <= keys
+    assert len(keys) == 2 + 8 + 1
+    partitions = graph.get(dg.AssetKey("kwery_liquidations_sol")).partitions_def
+    assert partitions.get_first_partition_key() == "2026-02-01"
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.partitions_def == partitions
+        assert node.backfill_policy == dg.BackfillPolicy.single_run()
+    checks = {c.name for c in graph.asset_check_keys}
+    assert "reconciles_with_newhedge_binance" in checks
+    # Without BTC there is nothing to reconcile with Newhedge's Bitcoin figures.
+    no_btc = build_definitions(start_date="2026-02-01", symbols=("ETH",)).resolve_asset_graph()
+    assert "reconciles_with_newhedge_binance" not in {c.name for c in no_btc.asset_check_keys}
+
+
+def test_loading_with_a_bad_environment_fails_with_the_variable_named():
+    env = {**os.environ, "LIQ_START_DATE": "2026/01/01"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import liq_pipeline.definitions"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert (
+        "ValueError: LIQ_START_DATE must be a UTC calendar day written YYYY-MM-DD, got '2026/01/01'"
+        in result.stderr
+    )
+
+
+def test_a_missing_api_key_names_the_variable(monkeypatch, tmp_path):
+    monkeypatch.delenv("KWERY_API_KEY", raising=False)
+    monkeypatch.setenv("LIQ_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'w.sqlite'}")
+    defs = build_definitions(start_date="2026-02-01")
+    job = defs.resolve_implicit_global_asset_job_def()
+    with dg.instance_for_test() as instance, pytest.raises(dg.DagsterInvalidConfigError) as err:
+        job.execute_in_process(
+            instance=instance,
+            partition_key="2026-02-02",
+            asset_selection=[dg.AssetKey("kwery_liquidations_btc")],
+        )
+    assert (
+        'You have attempted to fetch the environment variable "KWERY_API_KEY" which is not set'
+        in str(err.value)
+    )

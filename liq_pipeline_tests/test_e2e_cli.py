@@ -1,0 +1,355 @@
+"""End to end: the real `dagster` CLI in a temporary DAGSTER_HOME against the simulator.
+
+Every run's warehouse contents are compared exactly with what the simulator served, and a
+sentinel key and token are searched for in everything the runs left behind.
+"""
+
+import contextlib
+import datetime as dt
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from liq_pipeline.clients import NEWHEDGE_METRICS
+from liq_pipeline.clients.kwery import kwery_frame
+from liq_pipeline.simulator import Simulator
+from liq_pipeline.simulator.data import kwery_events, newhedge_value
+from liq_pipeline.warehouse import WarehouseResource
+
+REPO = Path(__file__).resolve().parents[1]
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+# Newhedge has published through 2026-03-20 at this simulator time.
+SIM_NOW = dt.datetime(2026, 3, 21, 12, 0, tzinfo=dt.UTC)
+SENTINEL_KEY = "sk-SENTINEL-kwery-7f3a9c"
+SENTINEL_TOKEN = "SENTINELnewhedgeTOKEN042"  # 24 characters, as the contract requires
+ALL_ASSETS = "*"
+KWERY_CHECKS = (
+    "sides_valid",
+    "usd_value_matches_quantity_times_avg_price",
+    "events_inside_partition",
+    "reconciles_with_newhedge_binance",
+)
+
+
+def credits_for(n_events: int) -> int:
+    return 25 * max(1, math.ceil(n_events / 1000)) + 2 * n_events
+
+
+def day_window(first: str, last: str) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.fromisoformat(first).replace(tzinfo=dt.UTC)
+    end = dt.datetime.fromisoformat(last).replace(tzinfo=dt.UTC) + dt.timedelta(days=1)
+    return start, end
+
+
+def days_of(first: str, last: str) -> list[dt.date]:
+    start, end = day_window(first, last)
+    return [(start + dt.timedelta(days=i)).date() for i in range((end - start).days)]
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    with Simulator(
+        port=0,
+        now=SIM_NOW,
+        kwery_keys={SENTINEL_KEY: "business"},
+        newhedge_tokens=(SENTINEL_TOKEN,),
+    ) as simulator:
+        yield simulator
+
+
+class Cli:
+    """The dagster CLI with the project's dagster.yaml in a temporary DAGSTER_HOME."""
+
+    def __init__(self, home: Path, sim: Simulator, warehouse_url: str) -> None:
+        self.home = home
+        self.warehouse_url = warehouse_url
+        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+        self.env = {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "KWERY_API_KEY": SENTINEL_KEY,
+            "NEWHEDGE_API_TOKEN": SENTINEL_TOKEN,
+            "KWERY_BASE_URL": sim.url,
+            "NEWHEDGE_BASE_URL": sim.url,
+            "LIQ_WAREHOUSE_URL": warehouse_url,
+            "LIQ_START_DATE": "2026-01-01",
+            "LIQ_KWERY_SYMBOLS": "BTC",
+        }
+        self.outputs: list[str] = []
+        self.secrets = (SENTINEL_KEY, SENTINEL_TOKEN)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [DAGSTER, *args],
+            cwd=self.home,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        self.outputs.append(result.stdout + result.stderr)
+        return result
+
+    def materialize(
+        self, select: str, first: str, last: str | None = None
+    ) -> subprocess.CompletedProcess:
+        partition = (
+            ["--partition", first] if last is None else ["--partition-range", f"{first}...{last}"]
+        )
+        return self.run(
+            "asset", "materialize", "-m", "liq_pipeline.definitions", "--select", select, *partition
+        )  # fmt: skip
+
+    @contextlib.contextmanager
+    def instance(self) -> Iterator[dg.DagsterInstance]:
+        cwd = Path.cwd()
+        os.chdir(self.home)  # dagster.yaml's storage paths are relative to the working directory
+        try:
+            with dg.DagsterInstance.from_config(str(self.home)) as instance:
+                yield instance
+        finally:
+            os.chdir(cwd)
+
+    def runs(self) -> list[dg.DagsterRun]:
+        with self.instance() as instance:
+            return list(instance.get_runs())
+
+    def events(self, event_type: dg.DagsterEventType) -> list[dg.EventLogEntry]:
+        with self.instance() as instance:
+            return [
+                entry
+                for run in instance.get_runs()
+                for entry in instance.all_logs(run.run_id, of_type=event_type)
+            ]
+
+    def check_results(self) -> dict[str, bool]:
+        results = {}
+        for entry in self.events(dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+            evaluation = entry.dagster_event.event_specific_data
+            results[f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"] = (
+                evaluation.passed
+            )
+        return results
+
+    def read(self, table: str, first: str, last: str, **slice_: str) -> pd.DataFrame:
+        start, end = day_window(first, last)
+        return WarehouseResource(url=self.warehouse_url).read(table, start, end, **slice_)
+
+    def instance_processes(self) -> list[int]:
+        """Live processes using this DAGSTER_HOME: the daemon's code server, its run workers."""
+        marker = f"DAGSTER_HOME={self.home}".encode()
+        pids = []
+        for proc in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):  # not a pid, or the process exited meanwhile
+                if proc.name.isdigit() and marker in (proc / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(proc.name))
+        return pids
+
+    def wait_for_instance_processes_to_exit(self) -> None:
+        """Until they exit, SQLite may still checkpoint and delete the storage's -wal files."""
+        deadline = time.monotonic() + 60
+        while (pids := self.instance_processes()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not pids, f"processes still using {self.home} after 60 s: {pids}"
+
+    def assert_no_secrets(self) -> None:
+        """No secret in any CLI output nor any file of the instance (storage, logs, warehouse)."""
+        files = [path for path in self.home.rglob("*") if path.is_file()]
+        assert any(path.suffix == ".db" for path in files)  # run and event-log storage
+        for secret in self.secrets:
+            for output in self.outputs:
+                assert secret not in output
+            for path in files:
+                assert secret.encode() not in path.read_bytes(), path
+
+
+def ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def assert_warehouse_matches_simulator(cli: Cli, first: str, last: str) -> None:
+    days = days_of(first, last)
+    events = [event for day in days for event in kwery_events("BTC", day)]
+    expected = kwery_frame(events)
+    stored = cli.read("kwery_liquidations", first, last, symbol="BTC")
+    pd.testing.assert_frame_equal(stored, expected)
+    day_index = pd.DatetimeIndex([pd.Timestamp(d) for d in days]).astype("datetime64[s]")
+    for metric in NEWHEDGE_METRICS:
+        expected_metric = pd.DataFrame(
+            {"day": day_index, "value": [newhedge_value(metric, d) for d in days]}
+        )
+        pd.testing.assert_frame_equal(cli.read(metric, first, last), expected_metric)
+    totals = cli.read("daily_liquidation_totals", first, last)
+    assert totals["day"].tolist() == list(day_index)
+    for exchange in ("binance", "bybit", "deribit", "okx"):
+        for side in ("long", "short"):
+            values = [
+                abs(newhedge_value(f"bitcoin_liquidations_{exchange}_{side}", d)) for d in days
+            ]
+            assert totals[f"{exchange}_{side}_usd"].tolist() == values
+    long_parts = totals[[f"{e}_long_usd" for e in ("binance", "bybit", "deribit", "okx")]]
+    short_parts = totals[[f"{e}_short_usd" for e in ("binance", "bybit", "deribit", "okx")]]
+    assert totals["long_usd"].tolist() == long_parts.sum(axis=1).tolist()
+    assert totals["short_usd"].tolist() == short_parts.sum(axis=1).tolist()
+    assert totals["total_usd"].tolist() == (totals["long_usd"] + totals["short_usd"]).tolist()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def cli(request: pytest.FixtureRequest, tmp_path: Path, sim: Simulator) -> Iterator[Cli]:
+    """The CLI against a fresh SQLite file, then against a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_schema_url")
+    sim.clear_faults()
+    sim.reset_stats()
+    cli = Cli(tmp_path, sim, url)
+    yield cli
+    cli.assert_no_secrets()
+
+
+def test_one_day_lands_exactly_what_the_simulator_served(cli: Cli, sim: Simulator):
+    ok(cli.materialize(ALL_ASSETS, "2026-03-10"))
+    assert_warehouse_matches_simulator(cli, "2026-03-10", "2026-03-10")
+    events = kwery_events("BTC", dt.date(2026, 3, 10))
+    assert sim.stats(SENTINEL_KEY)["credits_used"] == credits_for(len(events))
+    assert sim.stats(SENTINEL_TOKEN)["requests"] == 8
+    [run] = cli.runs()
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+
+    [kwery] = [
+        entry.asset_materialization
+        for entry in cli.events(dg.DagsterEventType.ASSET_MATERIALIZATION)
+        if entry.asset_materialization.asset_key == dg.AssetKey("kwery_liquidations_btc")
+    ]
+    metadata = {key: value.value for key, value in kwery.metadata.items()}
+    assert metadata["rows"] == metadata["dagster/row_count"] == len(events)
+    assert metadata["credits_used"] == credits_for(len(events))
+    assert metadata["requests"] == metadata["pages"] == math.ceil(len(events) / 1000)
+    assert metadata["credits_remaining"] == sim.credits_remaining(SENTINEL_KEY)
+    assert metadata["first_event"] == str(pd.Timestamp(events[0]["timestamp"]))
+    assert metadata["last_event"] == str(pd.Timestamp(events[-1]["timestamp"]))
+    assert metadata["preview"].startswith("| timestamp | symbol | source | side |")
+
+    checks = cli.check_results()
+    freshness = ("kwery_liquidations_btc", *NEWHEDGE_METRICS, "daily_liquidation_totals")
+    # `--select '*'` also evaluates the freshness checks: on the real clock yesterday's
+    # partitions are missing, so exactly those fail.
+    failed = {key for key, passed in checks.items() if not passed}
+    assert failed == {f"{key}:freshness_check" for key in freshness}
+    assert set(checks) == {
+        *(f"kwery_liquidations_btc:{c}" for c in KWERY_CHECKS),
+        *(f"{m}:{c}" for m in NEWHEDGE_METRICS for c in ("sign_matches_side", "one_value_per_day")),
+        "daily_liquidation_totals:parts_add_up",
+        "daily_liquidation_totals:all_metrics_present",
+        *(f"{key}:freshness_check" for key in freshness),
+    }
+
+
+def test_ten_days_in_one_run_then_a_rerun_leaves_identical_tables(cli: Cli, sim: Simulator):
+    ok(cli.materialize(ALL_ASSETS, "2026-03-05", "2026-03-14"))
+    assert [run.status for run in cli.runs()] == [dg.DagsterRunStatus.SUCCESS]
+    assert_warehouse_matches_simulator(cli, "2026-03-05", "2026-03-14")
+    days = days_of("2026-03-05", "2026-03-14")
+    assert sim.stats(SENTINEL_KEY)["credits_used"] == sum(
+        credits_for(len(kwery_events("BTC", d))) for d in days
+    )
+    assert sim.stats(SENTINEL_TOKEN)["requests"] == 8  # one per metric, whatever the range
+
+    before = {
+        t: cli.read(t, "2026-03-01", "2026-03-20")
+        for t in ("kwery_liquidations", *NEWHEDGE_METRICS, "daily_liquidation_totals")
+    }
+    ok(cli.materialize(ALL_ASSETS, "2026-03-05", "2026-03-14"))
+    for table, frame in before.items():
+        pd.testing.assert_frame_equal(cli.read(table, "2026-03-01", "2026-03-20"), frame)
+
+
+def test_a_day_newhedge_has_not_published_fails_and_writes_nothing(cli: Cli, sim: Simulator):
+    ok(cli.materialize(ALL_ASSETS, "2026-03-19"))
+    before = {
+        t: cli.read(t, "2026-03-19", "2026-03-20")
+        for t in (*NEWHEDGE_METRICS, "daily_liquidation_totals")
+    }
+    sim.inject("lag", count=10, api="newhedge", metric="bitcoin_liquidations_okx_long")
+    result = cli.materialize(ALL_ASSETS, "2026-03-19", "2026-03-20")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert (
+        "bitcoin_liquidations_okx_long: not published yet for 2026-03-20; latest published day is "
+        "2026-03-19. Newhedge publishes a day after it ends; re-run these partitions later."
+    ) in output
+    for table, frame in before.items():
+        pd.testing.assert_frame_equal(cli.read(table, "2026-03-19", "2026-03-20"), frame)
+
+
+def test_a_kwery_429_burst_gives_the_same_rows_for_no_extra_credits(cli: Cli, sim: Simulator):
+    sim.inject("429", count=2, api="kwery", skip=1, retry_after="1")
+    ok(cli.materialize("kwery_liquidations_btc", "2026-03-09"))
+    events = kwery_events("BTC", dt.date(2026, 3, 9))
+    pd.testing.assert_frame_equal(
+        cli.read("kwery_liquidations", "2026-03-09", "2026-03-09", symbol="BTC"),
+        kwery_frame(events),
+    )
+    stats = sim.stats(SENTINEL_KEY)
+    assert stats["credits_used"] == credits_for(len(events))
+    assert stats["requests"] == math.ceil(len(events) / 1000) + 2
+
+
+def test_a_daemon_executed_job_backfill_runs_one_run_per_partition(cli: Cli, sim: Simulator):
+    (cli.home / "workspace.yaml").write_text((REPO / "workspace.yaml").read_text())
+    ok(
+        cli.run(
+            "job", "backfill", "-w", "workspace.yaml", "-j", "newhedge_daily_job",
+            "--from", "2026-03-10", "--to", "2026-03-11", "--noprompt",
+        )
+    )  # fmt: skip
+    queued = [run for run in cli.runs() if "dagster/backfill" in run.tags]
+    assert sorted(run.tags["dagster/partition"] for run in queued) == ["2026-03-10", "2026-03-11"]
+    assert {run.status for run in queued} == {dg.DagsterRunStatus.QUEUED}
+
+    daemon = subprocess.Popen(
+        [str(Path(DAGSTER).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"],
+        cwd=cli.home,
+        env=cli.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            runs = [run for run in cli.runs() if "dagster/backfill" in run.tags]
+            if all(run.is_finished for run in runs):
+                break
+            time.sleep(1)  # waiting on the daemon's real work, not simulating time
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=60)
+        cli.wait_for_instance_processes_to_exit()
+    assert {run.status for run in runs} == {dg.DagsterRunStatus.SUCCESS}
+    for metric in NEWHEDGE_METRICS:
+        assert cli.read(metric, "2026-03-10", "2026-03-11")["value"].tolist() == [
+            newhedge_value(metric, dt.date(2026, 3, day)) for day in (10, 11)
+        ]
+    assert len(cli.read("daily_liquidation_totals", "2026-03-10", "2026-03-11")) == 2
+
+
+def test_a_rejected_key_fails_with_an_actionable_message_and_leaks_nowhere(cli: Cli):
+    cli.secrets = (*cli.secrets, "sk-SENTINEL-revoked-key-5d1e")
+    cli.env["KWERY_API_KEY"] = cli.secrets[-1]
+    result = cli.materialize("kwery_liquidations_btc", "2026-03-10")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Kwery API error 401 unauthorized for GET " in output
+    assert "the api-key is missing or invalid; check KWERY_API_KEY." in output
+    assert "api-key=***&symbol=BTC" in output
+    assert cli.read("kwery_liquidations", "2026-03-10", "2026-03-10", symbol="BTC").empty
