@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Self, TypedDict, Unpack
 from urllib.parse import quote, quote_plus, unquote
 
 import orjson
@@ -180,6 +181,19 @@ class HttpResult:
     attempts: int
 
 
+class HttpOptions(TypedDict, total=False):
+    """Keyword options of :class:`Http` that both clients pass through."""
+
+    timeout: float
+    max_attempts: int
+    backoff_base: float
+    backoff_cap: float
+    max_retry_after: float
+    session: requests.Session | None
+    sleep: Callable[[float], object]
+    rng: random.Random | None
+
+
 class Http:
     """``requests.Session`` GET with an explicit timeout and bounded retries.
 
@@ -297,3 +311,37 @@ class Http:
 
     def __repr__(self) -> str:
         return f"Http(api={self.api!r}, timeout={self.timeout!r}, max_attempts={self.max_attempts})"
+
+
+class ApiClient:
+    """What both clients share: a normalised base URL, one :class:`Http`, its counters, closing."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api: str,
+        secret: str,
+        transport_error: type[LiqApiError],
+        **http: Unpack[HttpOptions],
+    ) -> None:
+        self.base_url = normalise_base_url(base_url)
+        self._http = Http(api=api, secret=secret, transport_error=transport_error, **http)
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests sent over the lifetime of the client, retries included."""
+        return self._http.requests
+
+    @property
+    def retries(self) -> int:
+        return self._http.retries
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

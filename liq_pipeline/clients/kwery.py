@@ -7,17 +7,15 @@ never fetched twice.
 
 import logging
 import math
-import random
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import orjson
 import pandas as pd
-from requests import Response, Session
+from requests import Response
 
 from liq_pipeline.clients.errors import (
     CreditBudgetExceeded,
@@ -33,11 +31,11 @@ from liq_pipeline.clients.errors import (
     KweryUnauthorized,
 )
 from liq_pipeline.clients.http import (
-    Http,
+    ApiClient,
+    HttpOptions,
     HttpResult,
     body_snippet,
     error_code,
-    normalise_base_url,
 )
 
 logger = logging.getLogger(__name__)
@@ -250,7 +248,7 @@ def _error_class(status: int, code: str | None) -> type[KweryError]:
     return KweryError
 
 
-class KweryClient:
+class KweryClient(ApiClient):
     """Kwery liquidations: every event of ``[start, end)`` for a symbol, page by page.
 
     ``credit_budget`` caps the credits this client may spend over its lifetime: before each
@@ -263,16 +261,9 @@ class KweryClient:
         api_key: str,
         base_url: str = KWERY_BASE_URL,
         *,
-        timeout: float = 30.0,
-        max_attempts: int = 6,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 30.0,
-        max_retry_after: float = 120.0,
         max_pages: int = 100_000,
         credit_budget: int | None = None,
-        session: Session | None = None,
-        sleep: Callable[[float], object] = time.sleep,
-        rng: random.Random | None = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
         if not isinstance(api_key, str):
             raise TypeError("api_key must be a str")
@@ -280,34 +271,14 @@ class KweryClient:
             raise ValueError(f"max_pages must be >= 1, got {max_pages!r}")
         if credit_budget is not None and credit_budget < 0:
             raise ValueError(f"credit_budget must be >= 0 or None, got {credit_budget!r}")
-        self.base_url = normalise_base_url(base_url)
-        self._api_key = api_key
-        self._http = Http(
-            api="Kwery",
-            secret=api_key,
-            transport_error=KweryServerError,
-            timeout=timeout,
-            max_attempts=max_attempts,
-            backoff_base=backoff_base,
-            backoff_cap=backoff_cap,
-            max_retry_after=max_retry_after,
-            session=session,
-            sleep=sleep,
-            rng=rng,
+        super().__init__(
+            base_url, api="Kwery", secret=api_key, transport_error=KweryServerError, **http
         )
+        self._api_key = api_key
         self.max_pages = max_pages
         self.credit_budget = credit_budget
         self.credits_used = 0  # over the lifetime of the client (what the budget applies to)
         self.credits_remaining: int | None = None
-
-    @property
-    def requests(self) -> int:
-        """HTTP requests sent over the lifetime of the client, retries included."""
-        return self._http.requests
-
-    @property
-    def retries(self) -> int:
-        return self._http.retries
 
     def iter_pages(
         self,
@@ -524,15 +495,6 @@ class KweryClient:
             status=status,
             code=code,
         )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> "KweryClient":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (

@@ -7,15 +7,11 @@ layer's business, not the client's.
 """
 
 import logging
-import random
-import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import orjson
 import pandas as pd
-from requests import Session
 
 from liq_pipeline.clients.errors import (
     NewhedgeError,
@@ -25,7 +21,7 @@ from liq_pipeline.clients.errors import (
     NewhedgeServerError,
     NewhedgeUnauthorized,
 )
-from liq_pipeline.clients.http import Http, body_snippet, error_code, normalise_base_url
+from liq_pipeline.clients.http import ApiClient, HttpOptions, body_snippet, error_code
 
 logger = logging.getLogger(__name__)
 
@@ -163,49 +159,21 @@ def _iso(ms: int) -> str:
         return "out of range"
 
 
-class NewhedgeClient:
+class NewhedgeClient(ApiClient):
     """Newhedge Bitcoin liquidation metrics: one whole daily series per request."""
 
     def __init__(
         self,
         api_token: str,
         base_url: str = NEWHEDGE_BASE_URL,
-        *,
-        timeout: float = 30.0,
-        max_attempts: int = 6,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 30.0,
-        max_retry_after: float = 120.0,
-        session: Session | None = None,
-        sleep: Callable[[float], object] = time.sleep,
-        rng: random.Random | None = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
         if not isinstance(api_token, str):
             raise TypeError("api_token must be a str")
-        self.base_url = normalise_base_url(base_url)
-        self._api_token = api_token
-        self._http = Http(
-            api="Newhedge",
-            secret=api_token,
-            transport_error=NewhedgeServerError,
-            timeout=timeout,
-            max_attempts=max_attempts,
-            backoff_base=backoff_base,
-            backoff_cap=backoff_cap,
-            max_retry_after=max_retry_after,
-            session=session,
-            sleep=sleep,
-            rng=rng,
+        super().__init__(
+            base_url, api="Newhedge", secret=api_token, transport_error=NewhedgeServerError, **http
         )
-
-    @property
-    def requests(self) -> int:
-        """HTTP requests sent over the lifetime of the client, retries included."""
-        return self._http.requests
-
-    @property
-    def retries(self) -> int:
-        return self._http.retries
+        self._api_token = api_token
 
     def fetch_series(self, metric: str) -> pd.DataFrame:
         """The whole published series of ``metric`` (one of NEWHEDGE_METRICS)."""
@@ -246,15 +214,6 @@ class NewhedgeClient:
                 f"Body starts: {body_snippet(response.content, self._http.redact)}"
             )
         return frame
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> "NewhedgeClient":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"NewhedgeClient(base_url={self.base_url!r}, api_token='***')"
