@@ -47,6 +47,20 @@ class Warehouse:
         with self.engine.connect() as conn:
             return [tuple(r) for r in conn.execute(sa.text(sql), params)]
 
+    def execute(self, sql: str) -> None:
+        """Run one statement (e.g. DDL) and commit it."""
+        if self.kind == "sqlite":
+            conn = sqlite_dbapi.connect(str(self.path), autocommit=True)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(sql)
+            finally:
+                conn.close()
+            return
+        assert self.engine is not None
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(sql)
+
     def scalar(self, sql: str, **params: object) -> Any:
         return self.rows(sql, **params)[0][0]
 

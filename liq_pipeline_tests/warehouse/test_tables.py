@@ -289,3 +289,22 @@ def test_warehouse_resource_reads_and_sums(wh: Warehouse) -> None:
     pd.testing.assert_frame_equal(sums, expected)
     assert list(sums.columns) == ["day", "side", "usd_value"]
     assert len(resource.kwery_daily_usd_by_side("ETH", start, end)) == 0
+
+
+def test_a_failing_read_or_sum_says_what_failed(wh: Warehouse) -> None:
+    frame = kwery_frame("2026-03-02", n=4)
+    write(wh.io(), frame, "2026-03-02")
+    # Tables are created once per process, so the reads below find the table gone.
+    wh.execute('DROP TABLE "_kwery_liquidations"' + (" CASCADE" if wh.kind == "postgres" else ""))
+    resource = WarehouseResource(url=wh.url)
+    start, end = dt.datetime(2026, 3, 2, tzinfo=dt.UTC), dt.datetime(2026, 3, 3, tzinfo=dt.UTC)
+    with pytest.raises(WarehouseError) as err:
+        resource.read("kwery_liquidations", start, end, symbol="BTC")
+    assert str(err.value).startswith(
+        "read of kwery_liquidations [2026-03-02T00:00:00+00:00, 2026-03-03T00:00:00+00:00) failed: "
+    )
+    assert "_kwery_liquidations" in str(err.value).removeprefix("read of kwery_liquidations")
+    with pytest.raises(WarehouseError) as err:
+        resource.kwery_daily_usd_by_side("BTC", start, end)
+    assert str(err.value).startswith("daily sums of kwery_liquidations failed: ")
+    assert "_kwery_liquidations" in str(err.value).removeprefix("daily sums of kwery_liquidations")
