@@ -25,14 +25,15 @@ Measured on this machine (1M Kwery-shaped rows, bench/bench_write.py; 2 noisy co
   only ~2.5x (building Python tuples is the cost), peak memory ~0.45x the frame.
 """
 
+import abc
 import contextlib
 import datetime as dt
 import hashlib
 import importlib.util
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote_plus
 
 import pandas as pd
@@ -68,12 +69,20 @@ class Redactor:
         return text
 
 
-class Backend(Protocol):
+class Backend(abc.ABC):
+    """A warehouse database: partition replace, and reads through ADBC shared by both dialects."""
+
     dialect: str
+    schema: str | None
     redact: Redactor
 
+    @abc.abstractmethod
     def describe(self, spec: TableSpec) -> str: ...
 
+    @abc.abstractmethod
+    def ensure_tables(self) -> None: ...
+
+    @abc.abstractmethod
     def replace(
         self,
         spec: TableSpec,
@@ -82,11 +91,50 @@ class Backend(Protocol):
         frames: Iterable[pd.DataFrame],
     ) -> int: ...
 
-    def read(self, spec: TableSpec, window: Window, slice_: Mapping[str, str]) -> pd.DataFrame: ...
+    @abc.abstractmethod
+    def _connect(self) -> Any: ...
+
+    @abc.abstractmethod
+    def _mark(self, i: int) -> str:
+        """The placeholder of the i-th (1-based) bound parameter."""
+
+    @abc.abstractmethod
+    def _bind(self, params: list[object]) -> Any:
+        """`params` as the driver takes them."""
+
+    @abc.abstractmethod
+    def _utc_day_sql(self, column: str) -> str:
+        """SQL of the UTC day of the quoted timestamp `column`."""
+
+    def read(self, spec: TableSpec, window: Window, slice_: Mapping[str, str]) -> pd.DataFrame:
+        self.ensure_tables()
+        params: list[object] = []
+        sql = _select_sql(spec, _where(spec, window, slice_, params, self._mark), self.schema)
+        table = self._fetch(sql, params, f"read of {self.describe(spec)} {window}")
+        return to_frame(spec, table)
 
     def daily_sums(
         self, spec: TableSpec, window: Window, slice_: Mapping[str, str], by: str, value: str
-    ) -> pd.DataFrame: ...
+    ) -> pd.DataFrame:
+        """Sum of `value` per UTC day of the time column and `by`, computed in the database."""
+        self.ensure_tables()
+        params: list[object] = []
+        where = _where(spec, window, slice_, params, self._mark)
+        day = self._utc_day_sql(quote(spec.time_column))
+        sql = _daily_sums_sql(spec, where, self.schema, day, by, value)
+        table = self._fetch(sql, params, f"daily sums of {self.describe(spec)}")
+        return _daily_sums_frame(table.to_pandas(), by, value)
+
+    def _fetch(self, sql: str, params: list[object], what: str) -> Any:
+        conn = self._connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, self._bind(params))
+                return cur.fetch_arrow_table()
+        except Exception as exc:
+            raise WarehouseError(self.redact(f"{what} failed: {exc}")) from None
+        finally:
+            _close_quietly(conn)
 
 
 def make_backend(url: str, db_schema: str | None, lock_timeout_s: float) -> Backend:
@@ -115,7 +163,11 @@ _ready_lock = threading.Lock()
 
 
 def _where(
-    spec: TableSpec, window: Window, slice_: Mapping[str, str], params: list[object], mark: object
+    spec: TableSpec,
+    window: Window,
+    slice_: Mapping[str, str],
+    params: list[object],
+    mark: Callable[[int], str],
 ) -> str:
     """WHERE clause of a window+slice; values appended to `params`, never formatted into SQL.
 
@@ -126,12 +178,12 @@ def _where(
         lo, hi = window.bounds(spec.time_kind)
         col = quote(spec.time_column)
         params.append(lo)
-        conds.append(f"{col} >= {mark(len(params))}")  # type: ignore[operator]
+        conds.append(f"{col} >= {mark(len(params))}")
         params.append(hi)
-        conds.append(f"{col} < {mark(len(params))}")  # type: ignore[operator]
+        conds.append(f"{col} < {mark(len(params))}")
     for name, value in slice_.items():
         params.append(value)
-        conds.append(f"{quote(name)} = {mark(len(params))}")  # type: ignore[operator]
+        conds.append(f"{quote(name)} = {mark(len(params))}")
     return " WHERE " + " AND ".join(conds) if conds else ""
 
 
@@ -206,7 +258,7 @@ def pg_lock_plan(qualified_table: str, window: Window) -> list[tuple[int, bool]]
     return [(table_key, False), *months]
 
 
-class PostgresBackend:
+class PostgresBackend(Backend):
     dialect = "postgresql"
 
     def __init__(self, url: sa.URL, db_schema: str | None, lock_timeout_s: float) -> None:
@@ -288,7 +340,7 @@ class PostgresBackend:
                     cur.execute(f"SELECT {fn}($1)", parameters=(key,))
                     cur.fetchall()
                 params: list[object] = []
-                where = _where(spec, window, slice_, params, lambda i: f"${i}")
+                where = _where(spec, window, slice_, params, self._mark)
                 cur.execute(f"DELETE FROM {target}{where}", parameters=params or None)
                 ingested = cur.adbc_ingest(
                     spec.storage_name, stream.reader(), mode="append", db_schema_name=self.schema
@@ -311,46 +363,20 @@ class PostgresBackend:
             _close_quietly(conn)
         return stream.rows
 
-    def read(self, spec: TableSpec, window: Window, slice_: Mapping[str, str]) -> pd.DataFrame:
-        self.ensure_tables()
-        params: list[object] = []
-        where = _where(spec, window, slice_, params, lambda i: f"${i}")
-        sql = _select_sql(spec, where, self.schema)
-        conn = self._connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, parameters=params or None)
-                table = cur.fetch_arrow_table()
-        except Exception as exc:
-            raise self._error(f"read of {self.describe(spec)} {window} failed", exc) from None
-        finally:
-            _close_quietly(conn)
-        return to_frame(spec, table)
+    def _mark(self, i: int) -> str:
+        return f"${i}"
 
-    def daily_sums(
-        self, spec: TableSpec, window: Window, slice_: Mapping[str, str], by: str, value: str
-    ) -> pd.DataFrame:
-        self.ensure_tables()
-        params: list[object] = []
-        where = _where(spec, window, slice_, params, lambda i: f"${i}")
-        day = f"({quote(spec.time_column)} AT TIME ZONE 'UTC')::date"
-        sql = _daily_sums_sql(spec, where, self.schema, day, by, value)
-        conn = self._connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, parameters=params or None)
-                table = cur.fetch_arrow_table().to_pandas()
-        except Exception as exc:
-            raise self._error(f"daily sums of {self.describe(spec)} failed", exc) from None
-        finally:
-            _close_quietly(conn)
-        return _daily_sums_frame(table, by, value)
+    def _bind(self, params: list[object]) -> Any:
+        return params or None
+
+    def _utc_day_sql(self, column: str) -> str:
+        return f"({column} AT TIME ZONE 'UTC')::date"
 
 
 # --- SQLite ---------------------------------------------------------------------------------------
 
 
-class SqliteBackend:
+class SqliteBackend(Backend):
     """SQLite file warehouse.
 
     Storage: timestamps are ISO-8601 text 'YYYY-MM-DD HH:MM:SS.fff+00:00' and dates 'YYYY-MM-DD'
@@ -430,7 +456,7 @@ class SqliteBackend:
         self.ensure_tables()
         stream = BatchStream(spec, frames, window, slice_, sqlite=True)
         params: list[object] = []
-        where = _where(spec, window, slice_, params, lambda i: "?")
+        where = _where(spec, window, slice_, params, self._mark)
         conn = self._connect()
         began = False
         try:
@@ -459,40 +485,15 @@ class SqliteBackend:
             _close_quietly(conn)
         return stream.rows
 
-    def read(self, spec: TableSpec, window: Window, slice_: Mapping[str, str]) -> pd.DataFrame:
-        self.ensure_tables()
-        params: list[object] = []
-        sql = _select_sql(spec, _where(spec, window, slice_, params, lambda i: "?"), None)
-        conn = self._connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, _sqlite_params(params))
-                table = cur.fetch_arrow_table()
-        except Exception as exc:
-            raise WarehouseError(f"read of {spec.name} {window} failed: {exc}") from None
-        finally:
-            _close_quietly(conn)
-        return to_frame(spec, table)
+    def _mark(self, i: int) -> str:
+        return "?"
 
-    def daily_sums(
-        self, spec: TableSpec, window: Window, slice_: Mapping[str, str], by: str, value: str
-    ) -> pd.DataFrame:
-        self.ensure_tables()
-        params: list[object] = []
-        where = _where(spec, window, slice_, params, lambda i: "?")
+    def _bind(self, params: list[object]) -> Any:
+        return _sqlite_params(params)
+
+    def _utc_day_sql(self, column: str) -> str:
         # Stored timestamps are UTC ISO text, so the day is their first 10 characters.
-        day = f"substr({quote(spec.time_column)}, 1, 10)"
-        sql = _daily_sums_sql(spec, where, None, day, by, value)
-        conn = self._connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, _sqlite_params(params))
-                table = cur.fetch_arrow_table().to_pandas()
-        except Exception as exc:
-            raise WarehouseError(f"daily sums of {spec.name} failed: {exc}") from None
-        finally:
-            _close_quietly(conn)
-        return _daily_sums_frame(table, by, value)
+        return f"substr({column}, 1, 10)"
 
 
 def sqlite_ddl() -> list[str]:
