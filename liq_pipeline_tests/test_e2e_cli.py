@@ -25,6 +25,8 @@ from liq_pipeline.simulator import Simulator
 from liq_pipeline.simulator.data import kwery_events, newhedge_value
 from liq_pipeline.warehouse import WarehouseResource
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 # Newhedge has published through 2026-03-20 at this simulator time.
