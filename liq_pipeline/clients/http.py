@@ -3,30 +3,29 @@
 Both APIs take their secret in the query string (Kwery ``api-key``, Newhedge ``api_token``), so
 every URL ``requests`` builds contains it, and so does the text of every ``requests`` exception.
 Nothing from here may reach a message, a log line or a traceback without going through a
-:class:`Redactor`, and no ``requests`` exception is ever chained to ours.
+:class:`~liq_pipeline.redaction.Redactor`, and no ``requests`` exception is ever chained to
+ours.
 """
 
 import email.utils
 import logging
 import math
 import random
-import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Self, TypedDict, Unpack
-from urllib.parse import quote, quote_plus, unquote
+from urllib.parse import unquote
 
 import orjson
 import requests
 
 from liq_pipeline.clients.errors import LiqApiError
+from liq_pipeline.redaction import Redactor
 
 logger = logging.getLogger(__name__)
 
-SECRET_PARAMS = ("api-key", "api_token")
-REDACTED = "***"
 BODY_SNIPPET_CHARS = 300
 
 # Failures worth another attempt: the request may succeed as is. Anything else from requests
@@ -36,35 +35,6 @@ _RETRYABLE_EXCEPTIONS = (
     requests.exceptions.Timeout,
     requests.exceptions.ChunkedEncodingError,  # body cut short (fewer bytes than Content-Length)
 )
-
-
-class Redactor:
-    """Replace secrets in text, by value and by query-parameter name.
-
-    By value catches the secret wherever it appears (a body echoing it, an exception text); by
-    name catches ``api-key=...`` even when the value is encoded differently than expected.
-    """
-
-    __slots__ = ("_names_re", "_values")
-
-    def __init__(self, secrets: Iterable[str], param_names: Iterable[str] = SECRET_PARAMS) -> None:
-        values: set[str] = set()
-        for secret in secrets:
-            if secret:
-                # requests encodes query values with quote_plus; other tools use quote.
-                values.update((secret, quote_plus(secret), quote(secret, safe="")))
-        # Longest first, so a secret containing another one is replaced whole.
-        self._values = tuple(sorted(values, key=len, reverse=True))
-        names = "|".join(re.escape(name) for name in param_names)
-        self._names_re = re.compile(rf"(?<![\w-])({names})=[^&\s'\"#<>)]*")
-
-    def __call__(self, text: str) -> str:
-        for value in self._values:
-            text = text.replace(value, REDACTED)
-        return self._names_re.sub(rf"\1={REDACTED}", text)
-
-    def __repr__(self) -> str:
-        return f"Redactor({len(self._values)} values)"
 
 
 class _RedactingLogFilter(logging.Filter):

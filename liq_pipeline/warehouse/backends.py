@@ -34,7 +34,6 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_plus
 
 import pandas as pd
 import sqlalchemy as sa
@@ -42,6 +41,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from liq_pipeline.redaction import Redactor
 from liq_pipeline.warehouse.errors import WarehouseError
 from liq_pipeline.warehouse.frames import BatchStream, Window, sqlite_value, to_frame
 from liq_pipeline.warehouse.tables import (
@@ -54,19 +54,6 @@ from liq_pipeline.warehouse.tables import (
     validate_identifier,
     view_sql,
 )
-
-
-class Redactor:
-    """Removes a URL's password (plain and URL-encoded) from any text."""
-
-    def __init__(self, password: str | None) -> None:
-        secrets = {password, quote_plus(password or ""), quote_plus(password or "", safe="")}
-        self._secrets = sorted((s for s in secrets if s), key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
 
 
 class Backend(abc.ABC):
@@ -266,7 +253,7 @@ class PostgresBackend(Backend):
         if url.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None:
             url = url.set(drivername="postgresql+psycopg2")
         self.url, self.schema, self.lock_timeout_s = url, db_schema, lock_timeout_s
-        self.redact = Redactor(url.password)
+        self.redact = Redactor([url.password or ""], param_names=())
         # libpq URI for ADBC: same user/password/host/port/db and query (e.g. sslmode, options).
         self.adbc_uri = url.set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -405,7 +392,7 @@ class SqliteBackend(Backend):
         self.path = str(Path(database).expanduser().resolve())
         self.schema = None
         self.lock_timeout_s = lock_timeout_s
-        self.redact = Redactor(url.password)
+        self.redact = Redactor([url.password or ""], param_names=())
 
     def describe(self, spec: TableSpec) -> str:
         return spec.name

@@ -8,13 +8,13 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 import pandas as pd
-import sqlalchemy as sa
 from pydantic import Field
 
+from liq_pipeline.redaction import SecretsMaskedInRepr
 from liq_pipeline.warehouse.backends import Backend, make_backend
 from liq_pipeline.warehouse.errors import WarehouseError
 from liq_pipeline.warehouse.frames import Window
@@ -108,19 +108,14 @@ def _frames(obj: object, table: str) -> Iterable[pd.DataFrame]:
     return obj
 
 
-def redact_url(url: str) -> str:
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable url>"
-
-
-class WarehouseIOManager(dg.ConfigurableIOManager):
+class WarehouseIOManager(SecretsMaskedInRepr, dg.ConfigurableIOManager):
     """Stores asset DataFrames in the warehouse tables of CONTRACT.md (SQLite file or PostgreSQL).
 
     A write replaces exactly the run's partition time window (and the asset's slice, e.g. one
     Kwery symbol) in one transaction; loads return the window with the CONTRACT dtypes.
     """
+
+    url_fields: ClassVar[tuple[str, ...]] = ("url",)
 
     url: str = Field(
         description="SQLAlchemy URL: sqlite:////abs/path.sqlite or "
@@ -132,10 +127,6 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     lock_timeout_seconds: float = Field(
         default=600.0, description="How long a write waits for another writer of its rows"
     )
-
-    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        for name, value in super().__repr_args__():
-            yield name, (redact_url(value) if name == "url" else value)
 
     def _backend(self) -> Backend:
         return make_backend(self.url, self.db_schema, self.lock_timeout_seconds)

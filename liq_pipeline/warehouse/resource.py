@@ -1,28 +1,25 @@
 """Read access to the warehouse for asset checks and sensors (same URL as the IO manager)."""
 
 import datetime as dt
-from collections.abc import Iterator
-from typing import Any
+from typing import ClassVar
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from liq_pipeline.redaction import SecretsMaskedInRepr
 from liq_pipeline.warehouse.backends import make_backend
 from liq_pipeline.warehouse.frames import Window
-from liq_pipeline.warehouse.io_manager import redact_url
 from liq_pipeline.warehouse.tables import KWERY_LIQUIDATIONS, get_table, validate_slice
 
 
-class WarehouseResource(dg.ConfigurableResource):
+class WarehouseResource(SecretsMaskedInRepr, dg.ConfigurableResource):
     """Reads warehouse tables with the same dtypes the IO manager returns."""
+
+    url_fields: ClassVar[tuple[str, ...]] = ("url",)
 
     url: str = Field(description="SQLAlchemy URL of the warehouse (as for WarehouseIOManager)")
     db_schema: str | None = Field(default=None, description="PostgreSQL schema of the tables")
-
-    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        for name, value in super().__repr_args__():
-            yield name, (redact_url(value) if name == "url" else value)
 
     def read(
         self,
