@@ -5,10 +5,19 @@ import numpy as np
 import pandas as pd
 
 from liq_pipeline.assets.kwery import kwery_asset_name
-from liq_pipeline.assets.newhedge import window_days
+from liq_pipeline.partitions import partition_key, window_days
+from liq_pipeline.per_day import DayCheck, check_evaluations
 from liq_pipeline.warehouse import WarehouseResource
 
 RECONCILIATION_CHECK = "reconciles_with_newhedge_binance"
+RECONCILIATION_FIGURES = (
+    "kwery_long_usd",
+    "newhedge_long_usd",
+    "long_ratio",
+    "kwery_short_usd",
+    "newhedge_short_usd",
+    "short_ratio",
+)
 
 # The latest partition (yesterday, UTC) must be materialized by these times (cron, UTC).
 KWERY_FRESHNESS_DEADLINE = "0 2 * * *"  # 02:00: the 00:15 run plus its retries
@@ -34,15 +43,26 @@ def reconciliation_table(
     return table
 
 
-def days_out_of_bounds(table: pd.DataFrame) -> list[str]:
-    """Days whose Kwery/Newhedge ratio is not in (0, 1] for either side.
+def day_checks(table: pd.DataFrame) -> dict[str, DayCheck]:
+    """Per day: passed if both ratios are in (0, 1], with that day's sums and ratios.
 
     Above 1 (more events than Newhedge counted), NaN (no Newhedge value) or 0 (no events) all
     mean the two sources disagree about that day.
     """
-    ratios = table[["long_ratio", "short_ratio"]]
-    plausible = (ratios > 0) & (ratios <= 1.0 + 1e-9)
-    return table.loc[~plausible.all(axis=1), "day"].dt.strftime("%Y-%m-%d").tolist()
+    checks = {}
+    for row in table.to_dict("records"):
+        ratios = (row["long_ratio"], row["short_ratio"])
+        plausible = all(0 < ratio <= 1.0 + 1e-9 for ratio in ratios)  # NaN compares False
+        checks[partition_key(row["day"])] = DayCheck(
+            passed=plausible,
+            metadata={
+                name: None
+                if np.isnan(row[name])
+                else round(float(row[name]), 6 if "ratio" in name else 2)
+                for name in RECONCILIATION_FIGURES
+            },
+        )
+    return checks
 
 
 def build_reconciliation_check(partitions_def: dg.PartitionsDefinition) -> dg.AssetChecksDefinition:
@@ -66,21 +86,14 @@ def build_reconciliation_check(partitions_def: dg.PartitionsDefinition) -> dg.As
         warehouse: WarehouseResource,
         binance_long: pd.DataFrame,
         binance_short: pd.DataFrame,
-    ) -> dg.AssetCheckResult:
+    ):
         window = context.partition_time_window
         days = window_days(window.start, window.end)
         sums = warehouse.kwery_daily_usd_by_side("BTC", window.start, window.end)
         table = reconciliation_table(sums, binance_long, binance_short, days)
-        bad_days = days_out_of_bounds(table)
-        return dg.AssetCheckResult(
-            passed=not bad_days,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "long_ratio_median": float(np.nan_to_num(table["long_ratio"].median())),
-                "short_ratio_median": float(np.nan_to_num(table["short_ratio"].median())),
-                "days": len(table),
-                "days_out_of_bounds": bad_days[:31],
-            },
+        [spec] = context.check_specs
+        yield from check_evaluations(
+            context, spec, day_checks(table), severity=dg.AssetCheckSeverity.WARN
         )
 
     return reconciles_with_newhedge_binance

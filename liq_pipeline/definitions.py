@@ -63,7 +63,7 @@ def build_definitions(
         reconciliation = [build_reconciliation_check(partitions_def)] if "BTC" in symbols else []
         freshness_checks = build_freshness_checks(kwery_assets, [newhedge_assets, totals_asset])
         freshness_sensor = build_freshness_sensor(freshness_checks)
-    kwery_job, newhedge_job = build_jobs(reconciliation, freshness_checks)
+    kwery_job, newhedge_job, backfill_job = build_jobs(reconciliation, freshness_checks)
     warehouse_url = env_or_default("LIQ_WAREHOUSE_URL", default_warehouse_url())
     return dg.Definitions(
         # One process per run: the steps are I/O-bound and sequential per API pool, and a
@@ -71,7 +71,7 @@ def build_definitions(
         executor=dg.in_process_executor,
         assets=[*kwery_assets, newhedge_assets, totals_asset],
         asset_checks=[*reconciliation, *freshness_checks],
-        jobs=[kwery_job, newhedge_job],
+        jobs=[kwery_job, newhedge_job, backfill_job],
         schedules=build_schedules(kwery_job, newhedge_job),
         sensors=[freshness_sensor],
         resources={

@@ -1,4 +1,4 @@
-"""Partitioned jobs behind the daily schedules."""
+"""Partitioned jobs: the two behind the daily schedules, and one for backfills of every asset."""
 
 from typing import Any
 
@@ -11,12 +11,14 @@ AssetJob = Any
 def build_jobs(
     reconciliation_checks: list[dg.AssetChecksDefinition],
     freshness_checks: list[dg.AssetChecksDefinition],
-) -> tuple[AssetJob, AssetJob]:
-    """The Kwery job (events only) and the Newhedge job (metrics, totals, reconciliation).
+) -> tuple[AssetJob, AssetJob, AssetJob]:
+    """The Kwery job (events only), the Newhedge job (metrics, totals, reconciliation) and the
+    backfill job (every asset and its per-day checks).
 
     The reconciliation compares Kwery with Newhedge's Binance numbers, so it runs with the later
-    of the two jobs: the Newhedge one, after the day's Kwery events have landed. Freshness checks
-    belong to their sensor, not to the runs they judge.
+    of the two daily jobs: the Newhedge one, after the day's Kwery events have landed. Freshness
+    checks belong to their sensor, not to the runs they judge: they say whether the newest due day
+    exists now, which a backfill of past days has nothing to do with.
     """
     reconciliation = dg.AssetSelection.checks(*reconciliation_checks)
     freshness = dg.AssetSelection.checks(*freshness_checks)
@@ -30,4 +32,9 @@ def build_jobs(
         selection=(dg.AssetSelection.groups("newhedge", "totals") - freshness) | reconciliation,
         description="The 8 Newhedge metrics, the daily totals and the Kwery reconciliation.",
     )
-    return kwery_job, newhedge_job
+    backfill_job = dg.define_asset_job(
+        "backfill_job",
+        selection=dg.AssetSelection.all() - freshness,
+        description="Every asset and its per-day checks, without the freshness checks.",
+    )
+    return kwery_job, newhedge_job, backfill_job

@@ -3,6 +3,7 @@
 import datetime as dt
 
 import dagster as dg
+import pandas as pd
 
 DEFAULT_START_DATE = "2020-01-01"
 
@@ -23,3 +24,25 @@ def parse_start_date(value: str) -> str:
 def daily_partitions(start_date: str = DEFAULT_START_DATE) -> dg.DailyPartitionsDefinition:
     # end_offset=0: today's partition only appears once the UTC day is complete.
     return dg.DailyPartitionsDefinition(start_date=parse_start_date(start_date), timezone="UTC")
+
+
+def utc_days(start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
+    """Midnights (UTC) of every day in `[start, end)`; the partition windows are whole days."""
+    days = []
+    day = start.astimezone(dt.UTC)
+    while day < end:
+        days.append(day)
+        day += dt.timedelta(days=1)
+    return days
+
+
+def window_days(start: dt.datetime, end: dt.datetime) -> pd.DatetimeIndex:
+    """The UTC days of `[start, end)` as naive midnights, the dtype of the `day` columns."""
+    first = pd.Timestamp(start).tz_convert("UTC").tz_localize(None)
+    last = pd.Timestamp(end).tz_convert("UTC").tz_localize(None)
+    return pd.date_range(first, last, freq="D", inclusive="left", unit="s")
+
+
+def partition_key(day: dt.date) -> str:
+    """The partition key of a UTC day (a date, a UTC midnight or a naive `day` value)."""
+    return day.strftime("%Y-%m-%d")

@@ -6,6 +6,7 @@ sentinel key and token are searched for in everything the runs left behind.
 
 import contextlib
 import datetime as dt
+import json
 import math
 import os
 import shutil
@@ -21,6 +22,7 @@ import pytest
 
 from liq_pipeline.clients import NEWHEDGE_METRICS
 from liq_pipeline.clients.kwery import kwery_frame
+from liq_pipeline.per_day import latest_materializations
 from liq_pipeline.simulator import Simulator
 from liq_pipeline.simulator.data import kwery_events, newhedge_value
 from liq_pipeline.warehouse import WarehouseResource
@@ -34,12 +36,14 @@ SIM_NOW = dt.datetime(2026, 3, 21, 12, 0, tzinfo=dt.UTC)
 SENTINEL_KEY = "sk-SENTINEL-kwery-7f3a9c"
 SENTINEL_TOKEN = "SENTINELnewhedgeTOKEN042"  # 24 characters, as the contract requires
 ALL_ASSETS = "*"
-KWERY_CHECKS = (
-    "sides_valid",
-    "usd_value_matches_quantity_times_avg_price",
-    "events_inside_partition",
-    "reconciles_with_newhedge_binance",
+# The checks evaluated once per day of a run (README, Data quality); freshness is judged per asset.
+DAY_CHECKS = (
+    dg.AssetCheckKey(
+        dg.AssetKey("kwery_liquidations_btc"), "usd_value_matches_quantity_times_avg_price"
+    ),
+    dg.AssetCheckKey(dg.AssetKey("kwery_liquidations_btc"), "reconciles_with_newhedge_binance"),
 )
+FRESHNESS_TARGETS = ("kwery_liquidations_btc", *NEWHEDGE_METRICS, "daily_liquidation_totals")
 
 
 def credits_for(n_events: int) -> int:
@@ -205,6 +209,79 @@ def assert_warehouse_matches_simulator(cli: Cli, first: str, last: str) -> None:
     assert totals["total_usd"].tolist() == (totals["long_usd"] + totals["short_usd"]).tolist()
 
 
+def assert_every_day_tells_its_own_truth(cli: Cli, first: str, last: str) -> None:
+    """Each day's latest materialization describes that day; each day-check evaluated it."""
+    days = [d.isoformat() for d in days_of(first, last)]
+    with cli.instance() as instance:
+        latest = {
+            key: latest_materializations(instance, dg.AssetKey(key), days)
+            for key in ("kwery_liquidations_btc", *NEWHEDGE_METRICS, "daily_liquidation_totals")
+        }
+        check_infos = instance.event_log_storage.get_asset_check_partition_info(list(DAY_CHECKS))
+    for day in days:
+        stored = cli.read("kwery_liquidations", day, day, symbol="BTC")
+        meta = metadata_of(latest["kwery_liquidations_btc"][day])
+        assert (
+            meta["dagster/row_count"]
+            == len(stored)
+            == len(kwery_events("BTC", dt.date.fromisoformat(day)))
+        )
+        assert meta["first_event"] == str(stored["timestamp"].min())
+        assert meta["last_event"] == str(stored["timestamp"].max())
+        assert meta["first_event"].startswith(day) and meta["last_event"].startswith(day)
+        assert meta["credits_used"] == credits_for(len(stored))
+        assert meta["requests"] == meta["pages"] == max(1, math.ceil(len(stored) / 1000))
+        assert meta["long_events"] + meta["short_events"] == len(stored)
+        assert meta["long_usd"] == round(stored.loc[stored["side"] == "long", "usd_value"].sum(), 2)
+        preview = meta["preview"].splitlines()
+        assert (
+            preview[0]
+            == "| timestamp | symbol | source | side | quantity | price | avg_price | usd_value |"
+        )
+        assert len(preview) == 2 + 5 and preview[2].startswith(f"| {stored['timestamp'].iloc[0]} |")
+        for metric in NEWHEDGE_METRICS:
+            meta = metadata_of(latest[metric][day])
+            [value] = cli.read(metric, day, day)["value"]
+            assert (meta["dagster/row_count"], meta["value_usd"]) == (1, value)
+        meta = metadata_of(latest["daily_liquidation_totals"][day])
+        [totals] = cli.read("daily_liquidation_totals", day, day).to_dict("records")
+        assert meta["dagster/row_count"] == 1
+        assert meta["total_usd"] == round(totals["total_usd"], 2)
+        assert (
+            f"| all | ${totals['long_usd']:,.0f} | ${totals['short_usd']:,.0f} |" in meta["totals"]
+        )
+    evaluations = {
+        (e.asset_check_key, e.partition): e
+        for e in (
+            entry.dagster_event.event_specific_data
+            for entry in cli.events(dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        )
+    }  # the latest evaluation of each (check, day)
+    usd_check, reconciliation = DAY_CHECKS
+    for day in days:
+        stored = cli.read("kwery_liquidations", day, day, symbol="BTC")
+        usd_meta = {k: v.value for k, v in evaluations[(usd_check, day)].metadata.items()}
+        assert usd_meta["events"] == len(stored)
+        figures = {k: v.value for k, v in evaluations[(reconciliation, day)].metadata.items()}
+        for side in ("long", "short"):
+            [published] = cli.read(f"bitcoin_liquidations_binance_{side}", day, day)["value"]
+            events_usd = stored.loc[stored["side"] == side, "usd_value"].sum()
+            assert figures[f"kwery_{side}_usd"] == round(events_usd, 2)
+            assert figures[f"newhedge_{side}_usd"] == round(abs(published), 2)
+            assert figures[f"{side}_ratio"] == round(events_usd / abs(published), 6)
+    by_check_and_day = {(info.check_key, info.partition_key): info for info in check_infos}
+    for check_key in DAY_CHECKS:
+        for day in days:
+            info = by_check_and_day[(check_key, day)]
+            status = info.latest_execution_status.value
+            assert status in ("SUCCEEDED", "FAILED"), (check_key, day, status)
+            assert info.is_current, (check_key, day)
+
+
+def metadata_of(record: dg.EventLogRecord) -> dict:
+    return {key: value.value for key, value in record.asset_materialization.metadata.items()}
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def cli(request: pytest.FixtureRequest, tmp_path: Path, sim: Simulator) -> Iterator[Cli]:
     """The CLI against a fresh SQLite file, then against a fresh PostgreSQL schema."""
@@ -228,50 +305,69 @@ def test_one_day_lands_exactly_what_the_simulator_served(cli: Cli, sim: Simulato
     [run] = cli.runs()
     assert run.status == dg.DagsterRunStatus.SUCCESS
 
+    assert_every_day_tells_its_own_truth(cli, "2026-03-10", "2026-03-10")
     [kwery] = [
         entry.asset_materialization
         for entry in cli.events(dg.DagsterEventType.ASSET_MATERIALIZATION)
         if entry.asset_materialization.asset_key == dg.AssetKey("kwery_liquidations_btc")
     ]
     metadata = {key: value.value for key, value in kwery.metadata.items()}
-    assert metadata["rows"] == metadata["dagster/row_count"] == len(events)
-    assert metadata["credits_used"] == credits_for(len(events))
-    assert metadata["requests"] == metadata["pages"] == math.ceil(len(events) / 1000)
-    assert metadata["credits_remaining"] == sim.credits_remaining(SENTINEL_KEY)
-    assert metadata["first_event"] == str(pd.Timestamp(events[0]["timestamp"]))
-    assert metadata["last_event"] == str(pd.Timestamp(events[-1]["timestamp"]))
-    assert metadata["preview"].startswith("| timestamp | symbol | source | side |")
+    assert metadata["run_rows"] == metadata["dagster/row_count"] == len(events)
+    assert metadata["run_credits_remaining"] == sim.credits_remaining(SENTINEL_KEY)
 
     checks = cli.check_results()
-    freshness = ("kwery_liquidations_btc", *NEWHEDGE_METRICS, "daily_liquidation_totals")
     # `--select '*'` also evaluates the freshness checks: on the real clock yesterday's
     # partitions are missing, so exactly those fail.
     failed = {key for key, passed in checks.items() if not passed}
-    assert failed == {f"{key}:freshness_check" for key in freshness}
+    assert failed == {f"{key}:freshness_check" for key in FRESHNESS_TARGETS}
     assert set(checks) == {
-        *(f"kwery_liquidations_btc:{c}" for c in KWERY_CHECKS),
-        *(f"{m}:{c}" for m in NEWHEDGE_METRICS for c in ("sign_matches_side", "one_value_per_day")),
-        "daily_liquidation_totals:parts_add_up",
-        "daily_liquidation_totals:all_metrics_present",
-        *(f"{key}:freshness_check" for key in freshness),
+        *(f"{c.asset_key.to_user_string()}:{c.name}" for c in DAY_CHECKS),
+        *(f"{key}:freshness_check" for key in FRESHNESS_TARGETS),
     }
 
 
-def test_ten_days_in_one_run_then_a_rerun_leaves_identical_tables(cli: Cli, sim: Simulator):
-    ok(cli.materialize(ALL_ASSETS, "2026-03-05", "2026-03-14"))
+def test_five_days_in_one_run_tell_each_days_truth_and_reruns_change_nothing(
+    cli: Cli, sim: Simulator
+):
+    ok(cli.materialize(ALL_ASSETS, "2026-03-05", "2026-03-09"))
     assert [run.status for run in cli.runs()] == [dg.DagsterRunStatus.SUCCESS]
-    assert_warehouse_matches_simulator(cli, "2026-03-05", "2026-03-14")
-    days = days_of("2026-03-05", "2026-03-14")
+    assert_warehouse_matches_simulator(cli, "2026-03-05", "2026-03-09")
+    assert_every_day_tells_its_own_truth(cli, "2026-03-05", "2026-03-09")
+    days = days_of("2026-03-05", "2026-03-09")
     assert sim.stats(SENTINEL_KEY)["credits_used"] == sum(
         credits_for(len(kwery_events("BTC", d))) for d in days
     )
     assert sim.stats(SENTINEL_TOKEN)["requests"] == 8  # one per metric, whatever the range
+    # One materialization per (asset, day), no extra events.
+    materialized = [
+        (e.asset_materialization.asset_key, e.asset_materialization.partition)
+        for e in cli.events(dg.DagsterEventType.ASSET_MATERIALIZATION)
+    ]
+    assert len(materialized) == len(set(materialized)) == 10 * len(days)
 
     before = {
         t: cli.read(t, "2026-03-01", "2026-03-20")
         for t in ("kwery_liquidations", *NEWHEDGE_METRICS, "daily_liquidation_totals")
     }
-    ok(cli.materialize(ALL_ASSETS, "2026-03-05", "2026-03-14"))
+    ok(cli.materialize(ALL_ASSETS, "2026-03-07"))  # one day inside the range, again
+    assert_every_day_tells_its_own_truth(cli, "2026-03-05", "2026-03-09")
+    # Everything but freshness (which judges today, not these days): the backfill job.
+    range_tags = {
+        "dagster/asset_partition_range_start": "2026-03-05",
+        "dagster/asset_partition_range_end": "2026-03-09",
+    }
+    ok(cli.run("job", "execute", "-m", "liq_pipeline.definitions", "-j", "backfill_job",
+               "--tags", json.dumps(range_tags)))  # fmt: skip
+    assert_every_day_tells_its_own_truth(cli, "2026-03-05", "2026-03-09")
+    [backfill] = [run for run in cli.runs() if run.job_name == "backfill_job"]
+    with cli.instance() as instance:
+        checked = {
+            e.dagster_event.event_specific_data.check_name
+            for e in instance.all_logs(
+                backfill.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            )
+        }
+    assert checked == {c.name for c in DAY_CHECKS}
     for table, frame in before.items():
         pd.testing.assert_frame_equal(cli.read(table, "2026-03-01", "2026-03-20"), frame)
 

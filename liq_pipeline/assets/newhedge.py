@@ -1,7 +1,6 @@
 """The 8 Newhedge daily Bitcoin liquidation series, fetched all-or-nothing, one request each."""
 
-import datetime as dt
-from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -9,22 +8,14 @@ import pandas as pd
 from liq_pipeline.assets.api_errors import API_RETRY_POLICY, as_dagster_failure
 from liq_pipeline.clients import NEWHEDGE_METRICS
 from liq_pipeline.clients.errors import LiqApiError
+from liq_pipeline.partitions import partition_key, window_days
+from liq_pipeline.per_day import add_day_metadata
 from liq_pipeline.resources import NewhedgeResource
 from liq_pipeline.warehouse import warehouse_metadata
-
-CHECK_SIGN = "sign_matches_side"
-CHECK_ONE_PER_DAY = "one_value_per_day"
 
 
 class NotPublishedYet(Exception):
     """A day of the run window is not in the metric's series yet."""
-
-
-def window_days(start: dt.datetime, end: dt.datetime) -> pd.DatetimeIndex:
-    """The UTC days of `[start, end)` as naive midnights, the dtype of the `day` columns."""
-    first = pd.Timestamp(start).tz_convert("UTC").tz_localize(None)
-    last = pd.Timestamp(end).tz_convert("UTC").tz_localize(None)
-    return pd.date_range(first, last, freq="D", inclusive="left", unit="s")
 
 
 def cut_window(metric: str, series: pd.DataFrame, days: pd.DatetimeIndex) -> pd.DataFrame:
@@ -46,21 +37,12 @@ def cut_window(metric: str, series: pd.DataFrame, days: pd.DatetimeIndex) -> pd.
     return frame
 
 
-def metric_check_results(metric: str, frame: pd.DataFrame) -> Iterator[dg.AssetCheckResult]:
-    wrong_sign = frame["value"] > 0 if metric.endswith("_short") else frame["value"] < 0
-    duplicates = int(frame["day"].duplicated().sum())
-    yield dg.AssetCheckResult(
-        asset_key=metric,
-        check_name=CHECK_SIGN,
-        passed=not wrong_sign.any(),
-        metadata={"wrong_sign_days": int(wrong_sign.sum())},
-    )
-    yield dg.AssetCheckResult(
-        asset_key=metric,
-        check_name=CHECK_ONE_PER_DAY,
-        passed=duplicates == 0,
-        metadata={"days": len(frame), "duplicate_days": duplicates},
-    )
+def day_metadata(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Each day's own figures: its one published value."""
+    return {
+        partition_key(day): {"dagster/row_count": 1, "value_usd": float(value)}
+        for day, value in zip(frame["day"], frame["value"], strict=True)
+    }
 
 
 def describe(metric: str) -> str:
@@ -82,29 +64,10 @@ def build_newhedge_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsD
         )
         for metric in NEWHEDGE_METRICS
     }
-    check_specs = [
-        spec
-        for metric in NEWHEDGE_METRICS
-        for spec in (
-            dg.AssetCheckSpec(
-                CHECK_SIGN,
-                asset=metric,
-                blocking=True,
-                description="Longs are ≥ 0 and shorts ≤ 0, as Newhedge publishes them.",
-            ),
-            dg.AssetCheckSpec(
-                CHECK_ONE_PER_DAY,
-                asset=metric,
-                blocking=True,
-                description="Exactly one value per day.",
-            ),
-        )
-    ]
 
     @dg.multi_asset(
         name="newhedge_metrics",
         outs=outs,
-        check_specs=check_specs,
         can_subset=True,
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -125,15 +88,12 @@ def build_newhedge_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsD
             raise as_dagster_failure(exc) from None
         except NotPublishedYet as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        selected_checks = context.selected_asset_check_keys
         for metric, frame in frames.items():
+            add_day_metadata(context, day_metadata(frame), asset_key=dg.AssetKey(metric))
             yield dg.Output(
                 frame,
                 output_name=metric,
-                metadata={"days": len(frame), "sum_usd": float(frame["value"].sum())},
+                metadata={"run_days": len(frame), "run_sum_usd": float(frame["value"].sum())},
             )
-            for result in metric_check_results(metric, frame):
-                if dg.AssetCheckKey(dg.AssetKey(metric), result.check_name) in selected_checks:
-                    yield result
 
     return newhedge_metrics

@@ -1,16 +1,16 @@
 """Cross-exchange daily totals derived from the 8 Newhedge metrics."""
 
+from typing import Any
+
 import dagster as dg
-import numpy as np
 import pandas as pd
 
-from liq_pipeline.assets.newhedge import window_days
 from liq_pipeline.clients import EXCHANGES, NEWHEDGE_METRICS, SIDES
+from liq_pipeline.partitions import partition_key, window_days
+from liq_pipeline.per_day import add_day_metadata, markdown_table, usd
 from liq_pipeline.warehouse import warehouse_metadata
 
 TOTALS = "daily_liquidation_totals"
-CHECK_PARTS = "parts_add_up"
-CHECK_ALL_METRICS = "all_metrics_present"
 
 
 def part_column(exchange: str, side: str) -> str:
@@ -42,14 +42,30 @@ def compute_totals(inputs: dict[str, pd.DataFrame], days: pd.DatetimeIndex) -> p
     return totals
 
 
-def parts_add_up(totals: pd.DataFrame) -> bool:
-    parts = {side: totals[[part_column(e, side) for e in EXCHANGES]].sum(axis=1) for side in SIDES}
-    return bool(
-        np.allclose(totals["long_usd"], parts["long"], rtol=1e-12)
-        and np.allclose(totals["short_usd"], parts["short"], rtol=1e-12)
-        and np.allclose(totals["total_usd"], parts["long"] + parts["short"], rtol=1e-12)
-        and (totals.drop(columns="day") >= 0).all(axis=None)
-    )
+def day_metadata(totals: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Each day's own figures: its totals, and a readable table of its parts."""
+    by_day = {}
+    for row in totals.to_dict("records"):
+        parts = pd.DataFrame(
+            {
+                "exchange": [*EXCHANGES, "all"],
+                **{
+                    side: [row[part_column(e, side)] for e in EXCHANGES] + [row[f"{side}_usd"]]
+                    for side in SIDES
+                },
+            }
+        )
+        parts["total"] = parts["long"] + parts["short"]
+        by_day[partition_key(row["day"])] = {
+            "dagster/row_count": 1,
+            "total_usd": round(row["total_usd"], 2),
+            "long_usd": round(row["long_usd"], 2),
+            "short_usd": round(row["short_usd"], 2),
+            "totals": dg.MetadataValue.md(
+                markdown_table(parts, {side: usd for side in (*SIDES, "total")})
+            ),
+        }
+    return by_day
 
 
 def build_totals_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -61,17 +77,6 @@ def build_totals_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"python", "pandas"},
         metadata=warehouse_metadata(TOTALS),
-        check_specs=[
-            dg.AssetCheckSpec(
-                CHECK_PARTS, asset=TOTALS, description="long + short = total; exchanges add up."
-            ),
-            dg.AssetCheckSpec(
-                CHECK_ALL_METRICS,
-                asset=TOTALS,
-                blocking=True,
-                description="All 8 metrics have a value for every day of the window.",
-            ),
-        ],
     )
     def daily_liquidation_totals(context: dg.AssetExecutionContext, **inputs: pd.DataFrame):
         """Daily cross-exchange BTC liquidations, USD: per exchange and side, long, short, total."""
@@ -87,13 +92,10 @@ def build_totals_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
                 allow_retries=False,
             )
         totals = compute_totals(inputs, days)
-        yield dg.Output(
+        add_day_metadata(context, day_metadata(totals))
+        return dg.Output(
             totals,
-            metadata={"days": len(totals), "total_usd": float(totals["total_usd"].sum())},
-        )
-        yield dg.AssetCheckResult(check_name=CHECK_PARTS, passed=parts_add_up(totals))
-        yield dg.AssetCheckResult(
-            check_name=CHECK_ALL_METRICS, passed=True, metadata={"days_checked": len(days)}
+            metadata={"run_days": len(totals), "run_total_usd": float(totals["total_usd"].sum())},
         )
 
     return daily_liquidation_totals

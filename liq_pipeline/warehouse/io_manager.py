@@ -6,7 +6,7 @@ one transaction) with public Dagster API only.
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,28 +29,24 @@ from liq_pipeline.warehouse.tables import (
 
 
 class FrameStream:
-    """DataFrames to be written one after another inside the single transaction of a write.
+    """DataFrames written one after another inside the single transaction of a write.
 
     Return this from an asset to stream a large result (one frame per day or per API page batch):
-    peak memory stays that of one frame. A bare generator cannot be returned, because Dagster
-    iterates a returned generator as the op's events. `metadata` (a mapping or a callable, called
-    after the last frame was written) is added to the output metadata.
+    peak memory stays that of one frame. The IO manager drives the iteration, so a stream whose
+    frames are fetched lazily (`KweryDayBatches`) is fetched while the IO manager writes. A bare
+    generator cannot be returned, because Dagster iterates a returned generator as the op's
+    events. Subclasses add `run_metadata()`, figures of the whole write added to the output
+    metadata once the last frame was written.
     """
 
-    def __init__(
-        self,
-        frames: Iterable[pd.DataFrame],
-        metadata: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
-    ) -> None:
+    def __init__(self, frames: Iterable[pd.DataFrame] = ()) -> None:
         self._frames = frames
-        self._metadata = metadata
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
         return iter(self._frames)
 
-    def output_metadata(self) -> dict[str, Any]:
-        meta = self._metadata() if callable(self._metadata) else self._metadata
-        return dict(meta or {})
+    def run_metadata(self) -> dict[str, Any]:
+        return {}
 
 
 @dataclass(frozen=True)
@@ -140,25 +136,22 @@ class WarehouseIOManager(SecretsMaskedInRepr, dg.ConfigurableIOManager):
         started = time.perf_counter()
         rows = backend.replace(target.spec, window, target.slice, frames)
         seconds = time.perf_counter() - started
+        # Figures of the whole write, on every day's event of a range: named run_* so that none
+        # reads as the day's own (the assets put each day's row count on that day's event).
         metadata: dict[str, Any] = {
             "dagster/table_name": backend.describe(target.spec),
-            "dagster/row_count": rows,
             "table": target.spec.name,
-            "write_seconds": round(seconds, 4),
-            "rows_per_second": round(rows / seconds) if seconds > 0 else 0,
+            "run_window": str(window),
+            "run_rows": rows,
+            "run_write_seconds": round(seconds, 4),
+            "run_rows_per_second": round(rows / seconds) if seconds > 0 else 0,
         }
-        # A single-run range materializes every partition with this same metadata: it then
-        # describes the whole window, so a per-partition row count is only given for one day.
-        if context.has_asset_partitions and len(context.asset_partition_keys) == 1:
-            metadata["dagster/partition_row_count"] = rows
-        if window.bounded:
-            metadata["window_start"] = window.start.isoformat()  # type: ignore[union-attr]
-            metadata["window_end"] = window.end.isoformat()  # type: ignore[union-attr]
+        if not context.has_asset_partitions or len(context.asset_partition_keys) == 1:
+            metadata["dagster/row_count"] = rows  # the write is one day (or the whole slice)
         if target.slice:
             metadata["slice"] = ", ".join(f"{k}={v}" for k, v in target.slice.items())
-        extra = getattr(obj, "output_metadata", None)
-        if callable(extra):
-            metadata.update(extra())
+        if isinstance(obj, FrameStream):
+            metadata.update(obj.run_metadata())
         context.add_output_metadata(metadata)
         _log(context, f"replaced {target.spec.name} {window}: {rows} rows in {seconds:.2f} s")
 

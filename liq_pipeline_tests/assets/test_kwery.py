@@ -6,9 +6,10 @@ from dataclasses import dataclass
 import pandas as pd
 import pytest
 
-from liq_pipeline.assets.kwery import KweryDayBatches, utc_days
+from liq_pipeline.assets.kwery import KweryDayBatches
 from liq_pipeline.clients import KweryClient
 from liq_pipeline.clients.kwery import KweryStats, kwery_frame
+from liq_pipeline.partitions import utc_days
 from liq_pipeline.simulator import Simulator
 from liq_pipeline.simulator.data import kwery_events
 
@@ -17,40 +18,47 @@ DAY2 = dt.datetime(2026, 3, 9, tzinfo=dt.UTC)
 DAY3 = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
 
 
-def results(batches: KweryDayBatches) -> dict:
-    return {
-        r.check_name: (r.passed, {k: v.value for k, v in r.metadata.items()})
-        for r in batches.check_results()
-    }
-
-
 def test_utc_days_cover_the_window():
     assert utc_days(DAY1, DAY3) == [DAY1, DAY2]
     assert utc_days(DAY1, DAY1) == []
 
 
-def test_one_frame_per_day_exactly_as_served_with_the_runs_accounting():
+def test_one_frame_per_day_exactly_as_served_with_each_days_own_figures():
+    reported: dict[str, dict] = {}
     with Simulator(port=0, now=dt.datetime(2026, 3, 21, tzinfo=dt.UTC)) as sim:
         client = KweryClient("demo-business-key", sim.url, sleep=lambda s: None)
-        batches = KweryDayBatches(client, "BTC", DAY1, DAY3)
+        batches = KweryDayBatches(client, "BTC", DAY1, DAY3, reported.__setitem__)
         frames = list(batches)
         remaining = sim.credits_remaining("demo-business-key")
     per_day = [kwery_events("BTC", d.date()) for d in (DAY1, DAY2)]
     assert len(frames) == 2
     for frame, events in zip(frames, per_day, strict=True):
         pd.testing.assert_frame_equal(frame, kwery_frame(events))
+    assert list(reported) == ["2026-03-08", "2026-03-09"]
+    for (key, figures), events in zip(reported.items(), per_day, strict=True):
+        n = len(events)
+        assert figures["dagster/row_count"] == n
+        assert figures["requests"] == figures["pages"] == math.ceil(n / 1000)
+        assert figures["credits_used"] == 25 * math.ceil(n / 1000) + 2 * n
+        assert figures["retries"] == 0
+        assert figures["first_event"] == str(pd.Timestamp(events[0]["timestamp"]))
+        assert figures["last_event"] == str(pd.Timestamp(events[-1]["timestamp"]))
+        assert figures["first_event"].startswith(key) and figures["last_event"].startswith(key)
+        longs = [e["usd_value"] for e in events if e["side"] == "long"]
+        assert (figures["long_events"], figures["short_events"]) == (len(longs), n - len(longs))
+        assert figures["long_usd"] == round(sum(longs), 2)
+        assert figures["preview"].value.count("\n") == 1 + 5
     sizes = [len(e) for e in per_day]
-    assert batches.rows == sum(sizes)
-    assert batches.requests == batches.pages == sum(math.ceil(n / 1000) for n in sizes)
-    assert batches.credits_used == sum(25 * math.ceil(n / 1000) + 2 * n for n in sizes)
-    assert batches.credits_remaining == remaining
-    metadata = batches.output_metadata()
-    assert metadata["first_event"] == str(pd.Timestamp(per_day[0][0]["timestamp"]))
-    assert metadata["last_event"] == str(pd.Timestamp(per_day[1][-1]["timestamp"]))
-    assert {name: passed for name, (passed, _) in results(batches).items()} == {
-        "sides_valid": True,
-        "usd_value_matches_quantity_times_avg_price": True,
-        "events_inside_partition": True,
+    assert batches.run_metadata() == {
+        "run_days": 2,
+        "run_requests": sum(math.ceil(n / 1000) for n in sizes),
+        "run_retries": 0,
+        "run_credits_used": sum(25 * math.ceil(n / 1000) + 2 * n for n in sizes),
+        "run_credits_remaining": remaining,
+    }
+    assert {key: check.passed for key, check in batches.usd_checks.items()} == {
+        "2026-03-08": True,
+        "2026-03-09": True,
     }
 
 
@@ -78,33 +86,31 @@ def event(ts: str, side: str = "long", qty: float = 0.5, avg: float = 90_000.0, 
             "quantity": qty, "price": avg, "avg_price": avg, "usd_value": usd}  # fmt: skip
 
 
-def test_checks_fail_on_bad_sides_wrong_usd_and_events_outside_their_day():
-    day1 = kwery_frame([event("2026-03-08T01:00:00.000Z"), event("2026-03-09T00:00:00.000Z")])
+def test_the_usd_check_fails_only_on_the_day_whose_usd_does_not_match():
+    day1 = kwery_frame([event("2026-03-08T01:00:00.000Z"), event("2026-03-08T23:59:59.999Z")])
     day2 = kwery_frame(
         [
             event("2026-03-09T02:00:00.000Z", usd=45_000.0 + 7.5),
             event("2026-03-09T03:00:00.000Z", side="short"),
         ]
     )
-    day2.loc[1, "side"] = "sideways"
     batches = KweryDayBatches(ServedFrames({DAY1: day1, DAY2: day2}), "BTC", DAY1, DAY3)
-    assert sum(len(f) for f in batches) == 4
-    checks = results(batches)
-    passed, metadata = checks["sides_valid"]
-    assert (passed, metadata["invalid_sides"], metadata["long"], metadata["short"]) == (
-        False, 1, 3, 0,
-    )  # fmt: skip
-    passed, metadata = checks["usd_value_matches_quantity_times_avg_price"]
-    assert (passed, metadata["mismatched_rows"], metadata["max_abs_deviation_usd"]) == (
-        False, 1, pytest.approx(7.5),
-    )  # fmt: skip
-    passed, metadata = checks["events_inside_partition"]
-    assert (passed, metadata["events_outside_their_day"]) == (False, 1)
+    assert [len(f) for f in batches] == [2, 2]
+    good, bad = batches.usd_checks["2026-03-08"], batches.usd_checks["2026-03-09"]
+    assert good.passed and good.metadata["mismatched_rows"] == 0
+    assert (bad.passed, bad.metadata["mismatched_rows"], bad.metadata["events"]) == (False, 1, 2)
+    assert bad.metadata["max_abs_deviation_usd"] == pytest.approx(7.5)
 
 
 def test_an_empty_day_is_a_valid_result():
+    reported: dict[str, dict] = {}
     empty = kwery_frame([])
-    batches = KweryDayBatches(ServedFrames({DAY1: empty}), "BTC", DAY1, DAY2)
+    batches = KweryDayBatches(ServedFrames({DAY1: empty}), "BTC", DAY1, DAY2, reported.__setitem__)
     assert [len(f) for f in batches] == [0]
-    assert batches.output_metadata()["first_event"] is None
-    assert all(passed for passed, _ in results(batches).values())
+    figures = reported["2026-03-08"]
+    assert (figures["dagster/row_count"], figures["first_event"], figures["long_usd"]) == (
+        0,
+        None,
+        0.0,
+    )
+    assert batches.usd_checks["2026-03-08"].passed

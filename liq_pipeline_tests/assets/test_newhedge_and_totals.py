@@ -4,15 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from liq_pipeline.assets.newhedge import (
-    NotPublishedYet,
-    cut_window,
-    metric_check_results,
-    window_days,
-)
-from liq_pipeline.assets.totals import compute_totals, missing_metric_days, parts_add_up
-from liq_pipeline.checks import days_out_of_bounds, reconciliation_table
+from liq_pipeline.assets import newhedge
+from liq_pipeline.assets import totals as totals_module
+from liq_pipeline.assets.newhedge import NotPublishedYet, cut_window
+from liq_pipeline.assets.totals import compute_totals, missing_metric_days
+from liq_pipeline.checks import day_checks, reconciliation_table
 from liq_pipeline.clients import NEWHEDGE_METRICS
+from liq_pipeline.partitions import window_days
 
 
 def days(*isos: str) -> pd.DatetimeIndex:
@@ -44,21 +42,12 @@ def test_cut_window_keeps_published_zeros_and_names_the_missing_day():
     )
 
 
-def test_metric_checks_fail_on_wrong_sign_and_duplicate_days():
-    frame = series({"2026-03-08": -1.0, "2026-03-09": 2.0})
-    frame = pd.concat([frame, frame.tail(1)], ignore_index=True)
-    results = {
-        r.check_name: r for r in metric_check_results("bitcoin_liquidations_okx_short", frame)
+def test_each_metric_day_carries_its_own_value():
+    frame = series({"2026-03-08": -1.5, "2026-03-09": 0.0})
+    assert newhedge.day_metadata(frame) == {
+        "2026-03-08": {"dagster/row_count": 1, "value_usd": -1.5},
+        "2026-03-09": {"dagster/row_count": 1, "value_usd": 0.0},
     }
-    assert results["sign_matches_side"].passed is False
-    assert results["sign_matches_side"].metadata["wrong_sign_days"].value == 2
-    assert results["one_value_per_day"].passed is False
-    assert results["one_value_per_day"].metadata["duplicate_days"].value == 1
-    ok = {
-        r.check_name: r.passed
-        for r in metric_check_results("bitcoin_liquidations_okx_short", frame.head(1))
-    }
-    assert ok == {"sign_matches_side": True, "one_value_per_day": True}
 
 
 def test_totals_are_positive_per_exchange_and_add_up():
@@ -80,10 +69,18 @@ def test_totals_are_positive_per_exchange_and_add_up():
         row["binance_short_usd"] == -inputs["bitcoin_liquidations_binance_short"]["value"].iloc[0]
     )
     assert totals.iloc[1]["short_usd"] == 1.0 and totals.iloc[1]["long_usd"] == 0.0
-    assert parts_add_up(totals)
-    tampered = totals.copy()
-    tampered.loc[1, "total_usd"] += 0.01
-    assert not parts_add_up(tampered)
+    day = totals_module.day_metadata(totals)["2026-03-09"]
+    assert (day["dagster/row_count"], day["long_usd"], day["short_usd"]) == (1, 0.0, 1.0)
+    assert day["total_usd"] == 1.0
+    assert day["totals"].value.splitlines() == [
+        "| exchange | long | short | total |",
+        "|---|---|---|---|",
+        "| binance | $0 | $0 | $0 |",
+        "| bybit | $0 | $0 | $0 |",
+        "| deribit | $0 | $0 | $0 |",
+        "| okx | $0 | $0 | $0 |",
+        "| all | $0 | $1 | $1 |",
+    ]
     assert missing_metric_days(inputs, window) == {}
     inputs["bitcoin_liquidations_bybit_long"] = inputs["bitcoin_liquidations_bybit_long"].head(1)
     assert missing_metric_days(inputs, window) == {
@@ -106,5 +103,22 @@ def test_reconciliation_flags_days_where_events_exceed_or_lack_newhedge():
     assert table["long_ratio"].tolist() == [0.8, 1.2, 0.5]
     assert table["short_ratio"].tolist() == [0.8, 0.5, 0.0]
     # 03-09: more long events than Newhedge counted; 03-10: no short events at all.
-    assert days_out_of_bounds(table) == ["2026-03-09", "2026-03-10"]
-    assert np.isnan(reconciliation_table(sums, longs.head(1), shorts, window)["long_ratio"].iloc[1])
+    checks = day_checks(table)
+    assert {day: check.passed for day, check in checks.items()} == {
+        "2026-03-08": True,
+        "2026-03-09": False,
+        "2026-03-10": False,
+    }
+    assert checks["2026-03-09"].metadata == {
+        "kwery_long_usd": 120.0,
+        "newhedge_long_usd": 100.0,
+        "long_ratio": 1.2,
+        "kwery_short_usd": 10.0,
+        "newhedge_short_usd": 20.0,
+        "short_ratio": 0.5,
+    }
+    unpublished = reconciliation_table(sums, longs.head(1), shorts, window)
+    assert np.isnan(unpublished["long_ratio"].iloc[1])
+    no_value = day_checks(unpublished)["2026-03-09"]
+    assert not no_value.passed
+    assert (no_value.metadata["newhedge_long_usd"], no_value.metadata["long_ratio"]) == (None, None)

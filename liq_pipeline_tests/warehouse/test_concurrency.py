@@ -61,8 +61,8 @@ def test_same_partition_ends_with_exactly_one_copy(wh: Warehouse) -> None:
     second = Worker(lambda: write(io, second_frame))
     wait_for_blocked_writer(wh)
     gate.release.set()
-    assert first.finish()["dagster/row_count"] == 8  # type: ignore[index]
-    assert second.finish()["dagster/row_count"] == 5  # type: ignore[index]
+    assert first.finish()["run_rows"] == 8  # type: ignore[index]
+    assert second.finish()["run_rows"] == 5  # type: ignore[index]
     # The second writer waited for the first to commit, then replaced its rows.
     pd.testing.assert_frame_equal(read(io), second_frame)
     assert wh.scalar("SELECT count(*) FROM kwery_liquidations") == 5

@@ -22,6 +22,16 @@ from liq_pipeline_tests.warehouse.helpers import (
     write,
 )
 
+
+class Stream(FrameStream):
+    def __init__(self, frames: Iterator[pd.DataFrame], metadata: dict[str, int]) -> None:
+        super().__init__(frames)
+        self.metadata = metadata
+
+    def run_metadata(self) -> dict[str, int]:
+        return self.metadata
+
+
 RANGE_TAGS = {
     "dagster/asset_partition_range_start": "2026-03-02",
     "dagster/asset_partition_range_end": "2026-03-04",
@@ -95,16 +105,16 @@ def test_single_run_range_backfill_and_downstream_loads(wh: Warehouse) -> None:
 
     resources = {"warehouse": wh.io(), "mem": dg.InMemoryIOManager()}
     result = dg.materialize([asset], resources=resources, tags=RANGE_TAGS)
-    # One run, one write of the 3-day window; each partition's event carries the window's count.
-    assert materialized_rows(result, "kwery_liquidations_btc") == [
-        ("2026-03-02", 9),
-        ("2026-03-03", 9),
-        ("2026-03-04", 9),
-    ]
-    meta = result.asset_materializations_for_node("kwery_liquidations_btc")[0].metadata
-    assert meta["window_start"].value == "2026-03-02T00:00:00+00:00"
-    assert meta["window_end"].value == "2026-03-05T00:00:00+00:00"
-    assert "dagster/partition_row_count" not in meta
+    # One run, one write of the 3-day window. The IO manager knows the write, not each day: it
+    # gives run-wide figures only (the assets add each day's row count, see per_day.py).
+    events = result.asset_materializations_for_node("kwery_liquidations_btc")
+    assert [m.partition for m in events] == ["2026-03-02", "2026-03-03", "2026-03-04"]
+    for event in events:
+        assert "dagster/row_count" not in event.metadata
+        assert event.metadata["run_rows"].value == 9
+        assert event.metadata["run_window"].value == (
+            "[2026-03-02T00:00:00+00:00, 2026-03-05T00:00:00+00:00)"
+        )
 
     # Downstream with the same partitions: the input context's window (one day).
     dg.materialize(
@@ -123,7 +133,7 @@ def test_range_via_output_context_replaces_only_its_window(wh: Warehouse) -> Non
         write(io, frame, f"2026-03-0{d}")
     new = concat(kwery_frame("2026-03-02", n=2, seed=9), kwery_frame("2026-03-04", n=1, seed=8))
     meta = write(io, new, "2026-03-02", "2026-03-04")  # no rows at all on the 3rd now
-    assert meta["dagster/row_count"] == 3
+    assert meta["run_rows"] == 3
     pd.testing.assert_frame_equal(
         read(io, "2026-03-01", "2026-03-05"), concat(before[1], new, before[5])
     )
@@ -136,7 +146,7 @@ def test_symbol_slice(wh: Warehouse) -> None:
     write(io, eth, asset="kwery_liquidations_eth", metadata=ETH)
     btc2 = kwery_frame("2026-03-02", "BTC", n=2, seed=4)
     meta = write(io, btc2)
-    assert (meta["dagster/row_count"], meta["slice"]) == (2, "symbol=BTC")
+    assert (meta["run_rows"], meta["slice"]) == (2, "symbol=BTC")
     pd.testing.assert_frame_equal(read(io), btc2)
     pd.testing.assert_frame_equal(read(io, asset="kwery_liquidations_eth", metadata=ETH), eth)
     assert wh.rows(
@@ -152,7 +162,7 @@ def test_empty_frame_replaces_old_rows(wh: Warehouse) -> None:
     write(io, kwery_frame("2026-03-02", n=4))
     write(io, kwery_frame("2026-03-03", n=2), "2026-03-03")
     empty = kwery_frame("2026-03-02", n=0)
-    assert write(io, empty)["dagster/row_count"] == 0
+    assert write(io, empty)["run_rows"] == 0
     pd.testing.assert_frame_equal(read(io), empty)
     assert wh.scalar("SELECT count(*) FROM kwery_liquidations") == 2
     # pd.DataFrame(columns=...) (object dtypes, no values) is an empty result too.
@@ -213,23 +223,24 @@ def test_iterator_of_frames_and_empty_iterator(wh: Warehouse) -> None:
     ]
     meta = write(
         io,
-        FrameStream(iter(parts), metadata=lambda: {"credits_used": 77}),
+        Stream(iter(parts), {"credits_used": 77}),
         "2026-03-02",
         "2026-03-03",
     )
-    assert (meta["dagster/row_count"], meta["credits_used"]) == (7, 77)
+    assert (meta["run_rows"], meta["credits_used"]) == (7, 77)
     pd.testing.assert_frame_equal(read(io, "2026-03-02", "2026-03-03"), concat(*parts))
 
     # A plain list and a bare generator work too (called directly, not returned from an asset).
-    assert write(io, [parts[0]])["dagster/row_count"] == 3
+    assert write(io, [parts[0]])["run_rows"] == 3
     meta = write(io, (f for f in []), "2026-03-02", "2026-03-03")
-    assert meta["dagster/row_count"] == 0
+    assert meta["run_rows"] == 0
     assert wh.scalar("SELECT count(*) FROM kwery_liquidations") == 0
 
 
-def test_output_metadata_of_the_value_is_added(wh: Warehouse) -> None:
-    class Batches:
+def test_run_metadata_of_a_stream_is_added_after_its_last_frame(wh: Warehouse) -> None:
+    class Batches(FrameStream):
         def __init__(self, frames: list[pd.DataFrame]) -> None:
+            super().__init__()
             self.frames, self.requests = frames, 0
 
         def __iter__(self) -> Iterator[pd.DataFrame]:
@@ -237,18 +248,18 @@ def test_output_metadata_of_the_value_is_added(wh: Warehouse) -> None:
                 self.requests += 1
                 yield frame
 
-        def output_metadata(self) -> dict[str, int]:
+        def run_metadata(self) -> dict[str, int]:
             return {"requests": self.requests, "credits_used": 25 * self.requests}
 
     meta = write(wh.io(), Batches([kwery_frame("2026-03-02", n=2)] * 3))
-    assert {k: meta[k] for k in ("dagster/row_count", "requests", "credits_used")} == {
-        "dagster/row_count": 6,
+    assert {k: meta[k] for k in ("run_rows", "requests", "credits_used")} == {
+        "run_rows": 6,
         "requests": 3,
         "credits_used": 75,
     }
     assert meta["table"] == "kwery_liquidations"
-    assert meta["dagster/partition_row_count"] == 6
-    assert meta["rows_per_second"] >= 0
+    assert meta["run_rows"] == 6
+    assert meta["run_rows_per_second"] >= 0
 
 
 def test_stream_holds_one_frame_at_a_time(wh: Warehouse) -> None:
@@ -266,7 +277,7 @@ def test_stream_holds_one_frame_at_a_time(wh: Warehouse) -> None:
             del frame
 
     meta = write(wh.io(), FrameStream(produce()))
-    assert meta["dagster/row_count"] == 24_000
+    assert meta["run_rows"] == 24_000
     # While producing frame i, at most frame i-1 (being converted/ingested) is still referenced.
     assert max(still_alive) <= 1, still_alive
 
@@ -303,7 +314,7 @@ def test_unpartitioned_asset_replaces_its_whole_slice(wh: Warehouse) -> None:
     ) as ctx:
         io.handle_output(ctx, every_btc)
         meta = ctx.get_logged_metadata()
-    assert meta["dagster/row_count"].value == 3
-    assert "window_start" not in meta and "dagster/partition_row_count" not in meta
+    assert meta["run_rows"].value == 3
+    assert meta["run_window"].value == "all rows"
     pd.testing.assert_frame_equal(read(io, None), every_btc)
     pd.testing.assert_frame_equal(read(io, None, asset="kwery_liquidations_eth", metadata=ETH), eth)
