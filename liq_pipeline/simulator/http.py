@@ -2,18 +2,26 @@
 
 The endpoints (`kwery.py`, `newhedge.py`, the admin routes in `server.py`) only build a
 `Response`; this module writes it. Every response carries ``Content-Length`` and connections
-are kept alive (HTTP/1.1). The ``drop`` fault needs the raw socket and is sent here: the
-headers with the full ``Content-Length``, half the body, then the socket is shut down (the
-client sees an incomplete read).
+are kept alive (HTTP/1.1). The fault responses that need the raw socket are sent here:
 
-Each connection has its own daemon thread, and closing the server (`Server.server_close`)
-wakes every idle keep-alive connection at once.
+- ``drop``: the headers with the full ``Content-Length``, half the body, then the socket is shut
+  down (the client sees an incomplete read).
+- ``hang``: nothing is sent; the connection is held open until the client disconnects or the
+  simulator closes, and then closed without a byte.
+- ``delay``: the response is sent after that many seconds (the socket is watched meanwhile,
+  so a client that gives up or a closing simulator ends the wait; the answer is then dropped).
+
+Each connection has its own daemon thread, so a held connection never blocks other requests,
+and closing the server (`Server.server_close`) wakes every held or idle connection at once:
+closing never waits for a held request.
 """
 
 import contextlib
 import email.utils
+import select
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,8 +31,9 @@ from typing import Any, Protocol
 
 import orjson
 
-# How often serve_forever looks at its stop flag, in seconds: `shutdown()` waits up to this
-# long. Small, because tests start and close hundreds of simulators; an idle poll is cheap.
+# How often serve_forever and held connections look at the stop flag, in seconds: `shutdown()`
+# waits up to this long. Small, because tests start and close hundreds of simulators; an idle
+# poll is cheap.
 POLL_INTERVAL = 0.01
 
 
@@ -36,6 +45,8 @@ class Response:
     body: bytes
     headers: list[tuple[str, str]] = field(default_factory=list)
     drop: bool = False  # send the headers and half the body, then close the connection
+    hang: bool = False  # send nothing; hold the connection until the client or server closes
+    delay: float = 0.0  # seconds to wait before sending (a slow API)
 
 
 def error_body(code: str, message: str) -> bytes:
@@ -99,6 +110,11 @@ class Handler(BaseHTTPRequestHandler):
         except Exception:  # a simulator bug: answer 500 instead of dropping the connection
             traceback.print_exc()
             resp = Response(500, error_body("simulator_error", "Unexpected simulator error."))
+        if resp.hang or resp.delay > 0:
+            waited = self._hold(None if resp.hang else resp.delay)
+            if resp.hang or not waited:
+                self.close_connection = True
+                return
         self._send(resp)
 
     def _send(self, resp: Response) -> None:
@@ -123,6 +139,38 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         self.wfile.write(head + resp.body)
+
+    def _hold(self, seconds: float | None) -> bool:
+        """Send nothing for `seconds` (None: forever). False if the client or server closed first.
+
+        Only this thread waits: the server keeps accepting and answering other connections.
+        """
+        deadline = None if seconds is None else time.monotonic() + seconds
+        stopping = self.server.stopping
+        watch = True  # look for the client closing; off once it sent more (a pipelined request)
+        while not stopping.is_set():
+            step = POLL_INTERVAL
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return True
+                step = min(step, left)
+            if not watch:
+                stopping.wait(step)
+                continue
+            readable, _, _ = select.select([self.connection], [], [], step)
+            if not readable:
+                continue
+            try:
+                # A held (never answered) connection discards what it gets; a delayed one leaves
+                # the next request in place for after its answer.
+                got = self.connection.recv(65_536, 0 if seconds is None else socket.MSG_PEEK)
+            except OSError:
+                return False
+            if not got:
+                return False  # the client disconnected
+            watch = seconds is None
+        return False
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: tests and demos do not want a line per request
@@ -158,7 +206,7 @@ class Server(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
     def server_close(self) -> None:
-        """Close the listening socket, then wake every idle keep-alive connection."""
+        """Close the listening socket, then wake every held, delayed or idle connection."""
         super().server_close()
         self.stopping.set()
         with self._conns_lock:

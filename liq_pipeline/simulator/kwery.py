@@ -14,7 +14,8 @@ open, decided here (keep clients in line with it):
 - Row cap per query (Free 1,000, Pro 200,000 rows): the page that reaches the cap while more
   rows match carries ``X-Rows-Capped: true``, ``has_more: false``, ``next_cursor: null``. A
   result of exactly the cap is not capped.
-- Credits: 25 + 2 x rows per 200; errors and faulted responses cost 0 (``X-Credits-Used: 0``).
+- Credits: 25 + 2 x rows per 200; errors and faulted responses cost 0 (``X-Credits-Used: 0``;
+  ``bad_value`` and ``hang`` with ``seconds`` are charged as the pages they are).
   ``X-Credits-Remaining`` = monthly allowance - credits used, floored at 0. A request made
   when nothing remains → 403 ``credits_exhausted`` (a page is never refused for costing more
   than what remains; it is served and the balance floors at 0).
@@ -27,6 +28,7 @@ years of history) have to generate every day of the window once.
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
 import hashlib
 import math
@@ -37,7 +39,13 @@ import numpy as np
 import orjson
 
 from liq_pipeline.simulator import data
-from liq_pipeline.simulator.faults import STATUS_CODES, Fault, FaultQueue, status_response
+from liq_pipeline.simulator.faults import (
+    STATUS_CODES,
+    Fault,
+    FaultQueue,
+    echo_secret_response,
+    status_response,
+)
 from liq_pipeline.simulator.http import Response, error_body, query_value
 from liq_pipeline.simulator.usage import Usage
 
@@ -442,10 +450,10 @@ class KweryApi:
             page = build_page(q, cursor, tier)
         except KweryError as err:
             return self._error(err, key)
-        fault = self.faults.take("kwery", lambda f: _applies(f, q))
+        fault = self.faults.take("kwery", lambda f: _applies(f, q, page))
         if fault is None:
             return self._page(key, tier, q, page)
-        return self._faulted(fault, key, q, page)
+        return self._faulted(fault, key, tier, q, page)
 
     def _tier(self, key: str | None) -> KweryTier:
         if not key or key not in self.keys:
@@ -482,13 +490,24 @@ class KweryApi:
         body = page_body(q.symbol, page.rows, page.count, page.next_cursor, page.has_more)
         return Response(200, body, page_headers(cost, remaining, page.count, page.capped))
 
-    def _faulted(self, fault: Fault, key: str, q: Query, page: Page) -> Response:
-        """The answer of a page that gets `fault` (free of charge)."""
+    def _faulted(self, fault: Fault, key: str, tier: KweryTier, q: Query, page: Page) -> Response:
+        """The answer of a page that gets `fault`: 0 credits, except where it is the page."""
+        if fault.kind == "hang":
+            if fault.seconds is None:
+                return Response(200, b"", hang=True)
+            resp = self._page(key, tier, q, page)
+            resp.delay = fault.seconds
+            return resp
+        if fault.kind == "bad_value":
+            rows = orjson.loads(b"[" + page.rows + b"]")
+            rows[fault.row][fault.field] = fault.value
+            return self._page(key, tier, q, dataclasses.replace(page, rows=_join_rows(rows)))
         remaining = self.credits_remaining(key)
+        free = [("X-Credits-Used", "0"), ("X-Credits-Remaining", str(remaining))]
         if fault.kind in STATUS_CODES:
-            return status_response(
-                fault, [("X-Credits-Used", "0"), ("X-Credits-Remaining", str(remaining))]
-            )
+            return status_response(fault, free)
+        if fault.kind == "echo_secret":
+            return echo_secret_response(key, free)
         rows, count = page.rows, page.count
         next_cursor, has_more, capped = page.next_cursor, page.has_more, page.capped
         if fault.kind == "capped":
@@ -501,7 +520,7 @@ class KweryApi:
             parsed = orjson.loads(b"[" + rows + b"]")
             del parsed[0]["usd_value"]
             parsed[min(1, count - 1)]["quantity"] = str(parsed[min(1, count - 1)]["quantity"])
-            rows = orjson.dumps(parsed)[1:-1]
+            rows = _join_rows(parsed)
         body = page_body(q.symbol, rows, count, next_cursor, has_more)
         headers = page_headers(0, remaining, count, capped)
         if fault.kind == "drop":
@@ -512,6 +531,14 @@ class KweryApi:
         return Response(200, body, headers)
 
 
-def _applies(fault: Fault, q: Query) -> bool:
-    """Whether a queued Kwery fault applies to this request."""
-    return fault.kind != "repeat_cursor" or q.after is not None
+def _join_rows(rows: list[dict]) -> bytes:
+    return orjson.dumps(rows)[1:-1]
+
+
+def _applies(fault: Fault, q: Query, page: Page) -> bool:
+    """Whether a queued Kwery fault applies to this request (and its would-be page)."""
+    if fault.kind == "repeat_cursor":
+        return q.after is not None
+    if fault.kind == "bad_value":
+        return page.count > fault.row
+    return True

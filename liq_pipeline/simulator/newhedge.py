@@ -14,7 +14,13 @@ from collections.abc import Callable, Mapping
 import orjson
 
 from liq_pipeline.simulator import data
-from liq_pipeline.simulator.faults import STATUS_CODES, Fault, FaultQueue, status_response
+from liq_pipeline.simulator.faults import (
+    STATUS_CODES,
+    Fault,
+    FaultQueue,
+    echo_secret_response,
+    status_response,
+)
 from liq_pipeline.simulator.http import Response, error_body, query_value
 from liq_pipeline.simulator.usage import Usage
 
@@ -70,7 +76,7 @@ class NewhedgeApi:
             resp.headers.append(("Retry-After", str(max(1, math.ceil(wait)))))
             return resp
         through = last_published_day(self.now())
-        fault = self.faults.take("newhedge", lambda f: _applies(f, metric))
+        fault = self.faults.take("newhedge", lambda f: _applies(f, metric, through))
         if fault is None:
             return self._series(token, metric, through)
         return self._faulted(fault, token, metric, through)
@@ -82,15 +88,37 @@ class NewhedgeApi:
     def _faulted(self, fault: Fault, token: str, metric: str, through: dt.date) -> Response:
         if fault.kind in STATUS_CODES:
             return status_response(fault, [])
+        if fault.kind == "echo_secret":
+            return echo_secret_response(token, [])
+        if fault.kind == "hang":
+            if fault.seconds is None:
+                return Response(200, b"", hang=True)
+            resp = self._series(token, metric, through)
+            resp.delay = fault.seconds
+            return resp
         if fault.kind == "lag":
             return self._series(token, metric, through - _ONE_DAY)
+        if fault.kind in ("gap", "bad_value"):
+            series = data.newhedge_series(metric, through)
+            i = ((fault.day or through) - data.NEWHEDGE_DATA_START).days
+            if fault.kind == "gap":
+                del series[i]
+            else:
+                series[i][1] = fault.value
+            self.usage.count(token, ok=1, rows=len(series))
+            return Response(200, orjson.dumps(series))
         body = _series_body(metric, through)
         if fault.kind == "drop":
             return Response(200, body, drop=True)
-        # malformed_json
-        return Response(200, body[: len(body) // 2])
+        if fault.kind == "malformed_json":
+            return Response(200, body[: len(body) // 2])
+        raise AssertionError(f"unhandled Newhedge fault {fault.kind!r}")
 
 
-def _applies(fault: Fault, metric: str) -> bool:
-    """Whether a queued Newhedge fault applies to a request for `metric`."""
-    return fault.metric is None or fault.metric == metric
+def _applies(fault: Fault, metric: str, through: dt.date) -> bool:
+    """Whether a queued Newhedge fault applies to a request for `metric` (series to `through`)."""
+    if fault.metric is not None and fault.metric != metric:
+        return False
+    if fault.kind in ("gap", "bad_value"):
+        return data.NEWHEDGE_DATA_START <= (fault.day or through) <= through
+    return True

@@ -6,10 +6,15 @@ deterministic data in `data.py`, with the contracts' parameters, errors, tiers, 
 cursor pagination, plus switchable faults (`faults.py`, queued with `Simulator.inject`). The
 HTTP plumbing is in `http.py`, the per-key counters and rate limits in `usage.py`.
 
-Admin routes (for the CLI and demos): ``POST /_sim/faults`` (JSON body: the arguments of
-`Simulator.inject`), ``DELETE /_sim/faults``, ``GET /_sim/stats?key=...`` (`stats` plus
-``credits_remaining``, null for a Newhedge token), ``POST /_sim/now`` (``{"now": ISO 8601 or
-null}``). A bad admin request → 400 ``bad_request``.
+Admin routes (for the CLI and demos):
+
+- ``POST /_sim/faults``: JSON body with the arguments of `Simulator.inject` by name, e.g.
+  ``{"kind": "gap", "api": "newhedge", "day": "2026-03-01"}`` (``"value": null`` is a null
+  value, an absent ``value`` none); ``DELETE /_sim/faults`` clears the queue.
+- ``GET /_sim/stats?key=...``: `stats` plus ``credits_remaining`` (null for a Newhedge token).
+- ``POST /_sim/now``: ``{"now": ISO 8601 or null}``.
+
+A bad admin request → 400 ``bad_request``.
 """
 
 import datetime as dt
@@ -22,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from liq_pipeline.simulator import data
-from liq_pipeline.simulator.faults import FAULT_KINDS, FaultQueue, make_fault
+from liq_pipeline.simulator.faults import FAULT_KINDS, UNSET, FaultQueue, make_fault
 from liq_pipeline.simulator.http import (
     Response,
     Server,
@@ -181,16 +186,44 @@ class Simulator:
         skip: int = 0,
         retry_after: str | None = "1",
         metric: str | None = None,
+        seconds: float | None = None,
+        field: str | None = None,
+        value: Any = UNSET,
+        row: int | None = None,
+        day: dt.date | str | None = None,
     ) -> None:
         """Fault the next `count` matching requests of `api` after letting `skip` through.
 
+        `retry_after` is the 429 fault's ``Retry-After`` (None: no header); `metric` limits a
+        Newhedge fault to one metric; `seconds` (``hang``), `field`/`value`/`row`
+        (Kwery ``bad_value``), `value`/`day` (Newhedge ``bad_value``), `day` (``gap``).
         Kinds, their parameters and the queue rules: `liq_pipeline.simulator.faults`.
+        ValueError on an unknown kind or a parameter that is missing, wrong or not the kind's.
         """
-        fault = make_fault(kind, count, api=api, skip=skip, retry_after=retry_after, metric=metric)
+        fault = make_fault(
+            kind,
+            count,
+            api=api,
+            skip=skip,
+            retry_after=retry_after,
+            metric=metric,
+            seconds=seconds,
+            field=field,
+            value=value,
+            row=row,
+            day=day,
+        )
         self._faults.add(fault)
 
     def clear_faults(self) -> None:
         self._faults.clear()
+
+    def pending_faults(self) -> list[dict[str, Any]]:
+        """The faults still queued (``kind``, ``api``, ``count`` and ``skip`` left), oldest first.
+
+        A test can wait for a fault to be taken, or check that every injected fault fired.
+        """
+        return self._faults.pending()
 
     # -- stats -------------------------------------------------------------------------------
 
@@ -242,6 +275,11 @@ class Simulator:
                     skip=spec.get("skip", 0),
                     retry_after=spec.get("retry_after", "1"),
                     metric=spec.get("metric"),
+                    seconds=spec.get("seconds"),
+                    field=spec.get("field"),
+                    value=spec.get("value", UNSET),
+                    row=spec.get("row"),
+                    day=spec.get("day"),
                 )
                 return json_response(200, {"ok": True})
             if path == "/_sim/faults" and method == "DELETE":
