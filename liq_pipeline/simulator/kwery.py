@@ -1,6 +1,7 @@
 """Kwery ``GET /v1/liquidations``: parameters, plans (tiers), cursor pagination and credits.
 
-Rows come from `data.day_data` (one generated day at a time). Behaviour the contract leaves
+Rows come one UTC day at a time from `data.day_data` (generated) or from a hand-built day
+(`days.py`), served alike. Behaviour the contract leaves
 open, decided here (keep clients in line with it):
 
 - Order of checks: api-key (401) → rate limit (429) → symbol → side → limit → min_usd →
@@ -318,7 +319,12 @@ class Page:
     capped: bool
 
 
-def _collect(q: Query, cursor: Cursor | None, need: int) -> list[tuple[data.DayData, np.ndarray]]:
+DaySource = Callable[[str, dt.date], data.DayData]
+
+
+def _collect(
+    q: Query, cursor: Cursor | None, need: int, day_data: DaySource
+) -> list[tuple[data.DayData, np.ndarray]]:
     """Up to `need` matching rows after `cursor`, as (day data, row indices) chunks."""
     chunks: list[tuple[data.DayData, np.ndarray]] = []
     if q.lo_ms >= q.hi_ms or need <= 0:
@@ -330,7 +336,7 @@ def _collect(q: Query, cursor: Cursor | None, need: int) -> list[tuple[data.DayD
     got = 0
     day = first
     while day <= last and got < need:
-        dd = data.day_data(q.symbol, day)
+        dd = day_data(q.symbol, day)
         i0 = int(np.searchsorted(dd.ts_ms, q.lo_ms, "left"))
         i1 = int(np.searchsorted(dd.ts_ms, q.hi_ms, "left"))
         if cursor is not None and day == cursor.day:
@@ -364,11 +370,16 @@ def _rows_bytes(chunks: list[tuple[data.DayData, np.ndarray]]) -> bytes:
     return b",".join(parts)
 
 
-def build_page(q: Query, cursor: Cursor | None, tier: KweryTier) -> Page:
-    """The page after `cursor`: up to ``limit`` rows, within the plan's row cap."""
+def build_page(
+    q: Query, cursor: Cursor | None, tier: KweryTier, day_data: DaySource = data.day_data
+) -> Page:
+    """The page after `cursor`: up to ``limit`` rows, within the plan's row cap.
+
+    `day_data` gives the rows of one (symbol, day): generated, or hand-built (`days.py`).
+    """
     served = cursor.served if cursor else 0
     want = q.limit if tier.row_cap is None else max(0, min(q.limit, tier.row_cap - served))
-    chunks = _collect(q, cursor, want + 1)  # one extra row tells whether more exist
+    chunks = _collect(q, cursor, want + 1, day_data)  # one extra row tells whether more exist
     total = sum(idx.size for _, idx in chunks)
     more = total > want
     if more:  # drop the look-ahead row
@@ -426,12 +437,14 @@ class KweryApi:
         usage: Usage,
         faults: FaultQueue,
         now: Callable[[], dt.datetime],
+        days: DaySource = data.day_data,
     ) -> None:
         self.tiers = tiers
         self.keys = keys
         self.usage = usage
         self.faults = faults
         self.now = now
+        self.days = days
 
     def credits_remaining(self, key: str) -> int:
         tier = self.tiers[self.keys[key]]
@@ -447,7 +460,7 @@ class KweryApi:
             q = parse_query(params, tier, self.now())
             self._check_credits(key)
             cursor = decode_cursor(q.after, q.fingerprint) if q.after else None
-            page = build_page(q, cursor, tier)
+            page = build_page(q, cursor, tier, self.days)
         except KweryError as err:
             return self._error(err, key)
         fault = self.faults.take("kwery", lambda f: _applies(f, q, page))

@@ -4,7 +4,8 @@ Kwery ``GET /v1/liquidations`` (`kwery.py`) and Newhedge
 ``GET /api/v2/metrics/liquidations/{metric}`` (`newhedge.py`) are served from the
 deterministic data in `data.py`, with the contracts' parameters, errors, tiers, credits and
 cursor pagination, plus switchable faults (`faults.py`, queued with `Simulator.inject`). The
-HTTP plumbing is in `http.py`, the per-key counters and rate limits in `usage.py`.
+HTTP plumbing is in `http.py`, the per-key counters and rate limits in `usage.py`, the
+hand-built Kwery days (`Simulator.set_kwery_day`) in `days.py`.
 
 Admin routes (for the CLI and demos):
 
@@ -20,13 +21,14 @@ A bad admin request → 400 ``bad_request``.
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
 from liq_pipeline.simulator import data
+from liq_pipeline.simulator.days import KweryDays
 from liq_pipeline.simulator.faults import FAULT_KINDS, UNSET, FaultQueue, make_fault
 from liq_pipeline.simulator.http import (
     Response,
@@ -83,7 +85,9 @@ class Simulator:
     ``with Simulator(port=0, now=fixed_datetime) as sim: requests.get(sim.url + ...)``.
     Keyword-only extras (defaults = the demo set-up): `tiers` (tier name → `KweryTier`),
     `kwery_keys` (key → tier name), `newhedge_tokens`, `newhedge_rate` ((requests/s, burst)
-    per token) and `monotonic` (the clock of the rate limiters, injectable for tests).
+    per token), `monotonic` (the clock of the rate limiters, injectable for tests) and
+    `kwery_days` ({(symbol, day): events} served instead of the generated days, as
+    `set_kwery_day` does).
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class Simulator:
         newhedge_tokens: tuple[str, ...] = (DEMO_NEWHEDGE_TOKEN,),
         newhedge_rate: tuple[float, float] = DEFAULT_NEWHEDGE_RATE,
         monotonic: Callable[[], float] = time.monotonic,
+        kwery_days: Mapping[tuple[str, dt.date], Iterable[Mapping]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -111,7 +116,12 @@ class Simulator:
         self._now = self._check_now(now)
         self._usage = Usage(monotonic)
         self._faults = FaultQueue()
-        self._kwery = KweryApi(self.tiers, self.kwery_keys, self._usage, self._faults, self.now)
+        self._days = KweryDays()
+        for (symbol, day), events in (kwery_days or {}).items():
+            self._days.set(symbol, day, events)
+        self._kwery = KweryApi(
+            self.tiers, self.kwery_keys, self._usage, self._faults, self.now, self._days.get
+        )
         self._newhedge = NewhedgeApi(
             self.newhedge_tokens, newhedge_rate, self._usage, self._faults, self.now
         )
@@ -224,6 +234,25 @@ class Simulator:
         A test can wait for a fault to be taken, or check that every injected fault fired.
         """
         return self._faults.pending()
+
+    # -- hand-built Kwery days ----------------------------------------------------------------
+
+    def set_kwery_day(self, symbol: str, day: dt.date, events: Iterable[Mapping] | None) -> None:
+        """Serve `events` as (symbol, UTC day) instead of the generated day; None restores it.
+
+        Events: dicts in the API row shape, sorted, inside the day (`liq_pipeline.simulator.days`
+        lists the checks; ValueError on the first bad event). ``[]`` is a day without events.
+        Safe while requests are served; a cursor minted on the old day should not be reused.
+        """
+        self._days.set(symbol, day, events)
+
+    def kwery_events(self, symbol: str, day: dt.date) -> list[dict]:
+        """Every row this simulator serves for (symbol, UTC day): hand-built or generated.
+
+        Like `data.kwery_events`: API shape and order, before any ``now`` cut (the API serves
+        only the rows with ``timestamp < now``); fresh dicts.
+        """
+        return self._days.events(symbol, day)
 
     # -- stats -------------------------------------------------------------------------------
 
