@@ -18,7 +18,7 @@ closing never waits for a held request.
 
 import contextlib
 import email.utils
-import select
+import selectors
 import socket
 import threading
 import time
@@ -148,28 +148,30 @@ class Handler(BaseHTTPRequestHandler):
         deadline = None if seconds is None else time.monotonic() + seconds
         stopping = self.server.stopping
         watch = True  # look for the client closing; off once it sent more (a pipelined request)
-        while not stopping.is_set():
-            step = POLL_INTERVAL
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return True
-                step = min(step, left)
-            if not watch:
-                stopping.wait(step)
-                continue
-            readable, _, _ = select.select([self.connection], [], [], step)
-            if not readable:
-                continue
-            try:
-                # A held (never answered) connection discards what it gets; a delayed one leaves
-                # the next request in place for after its answer.
-                got = self.connection.recv(65_536, 0 if seconds is None else socket.MSG_PEEK)
-            except OSError:
-                return False
-            if not got:
-                return False  # the client disconnected
-            watch = seconds is None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.connection, selectors.EVENT_READ)
+            while not stopping.is_set():
+                step = POLL_INTERVAL
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return True
+                    step = min(step, left)
+                if not watch:
+                    stopping.wait(step)
+                    continue
+                if not selector.select(step):
+                    continue
+                try:
+                    # A held (never answered) connection discards what it gets; a delayed one
+                    # leaves the next request in place for after its answer.
+                    flags = 0 if seconds is None else socket.MSG_PEEK
+                    got = self.connection.recv(65_536, flags)
+                except OSError:
+                    return False
+                if not got:
+                    return False  # the client disconnected
+                watch = seconds is None
         return False
 
     def log_message(self, format: str, *args: Any) -> None:
