@@ -1,5 +1,6 @@
 """Running things for the suite: measured child processes (through bench/launcher.py), the
-simulator, fresh warehouses and the Dagster instance the pipeline runs in."""
+simulator, fresh warehouses, and the Dagster instances the pipeline runs in (with the event
+accounting of each run)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,7 @@ SQLITE_INSTANCE_YAML = REPO / "dagster.yaml"
 PG_URL = os.environ.get(
     "LIQ_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 )
-CHILD_TIMEOUT_S = 600.0
+CHILD_TIMEOUT_S = 900.0  # a year-long run on the SQLite instance takes ~2 min on a quiet machine
 
 
 class BenchError(RuntimeError):
@@ -175,10 +177,73 @@ def postgres_reachable(url: str) -> bool:
 
 # --- Dagster instances ---------------------------------------------------------------------------
 
+INSTANCE_LABELS = {"sqlite": "SQLite instance"}
+# Event-log entry types counted apart; every other type (and plain log lines) counts as "other".
+EVENT_KINDS = {
+    "ASSET_MATERIALIZATION_PLANNED": "planned",
+    "ASSET_MATERIALIZATION": "materializations",
+    "ASSET_CHECK_EVALUATION_PLANNED": "check_planned",
+    "ASSET_CHECK_EVALUATION": "check_evaluations",
+}
 
-def instance_home(tmp: Path, dagster_yaml: Path = SQLITE_INSTANCE_YAML) -> Path:
+
+@dataclass(frozen=True)
+class Instance:
+    """One DAGSTER_HOME the pipeline runs in. `env` goes to every pipeline child (and is what
+    opening the instance here needs, e.g. variables its dagster.yaml reads)."""
+
+    name: str  # "sqlite"
+    home: Path
+    yaml: Path  # the dagster.yaml it was made from
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return INSTANCE_LABELS[self.name]
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[Any]:
+        """The instance opened in this process exactly as the CLI child sees it: from its home
+        directory (today's dagster.yaml has storage paths relative to the working directory; an
+        absolute or default path works the same) with its environment."""
+        import dagster as dg
+
+        saved_cwd, saved_env = Path.cwd(), dict(os.environ)
+        os.environ.update({"DAGSTER_HOME": str(self.home), **self.env})
+        os.chdir(self.home)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with dg.DagsterInstance.from_config(str(self.home)) as instance:
+                    yield instance
+        finally:
+            os.chdir(saved_cwd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+
+    def newest_run_events(self, seen: set[str]) -> dict[str, Any]:
+        """Event-log entries of the newest run, by type (every entry is one write to the
+        instance, batched or not). `seen` holds the runs already counted: the newest run must be
+        a new one, so a CLI call that created no run cannot pass for the previous one."""
+        with self.opened() as instance:
+            runs = instance.get_runs(limit=1)
+            if not runs or runs[0].run_id in seen:
+                raise BenchError(f"no new run in the {self.label} at {self.home}")
+            run = runs[0]
+            logs = instance.all_logs(run.run_id)
+        counts = dict.fromkeys([*EVENT_KINDS.values(), "other"], 0)
+        for entry in logs:
+            kind = entry.dagster_event_type
+            counts[EVENT_KINDS.get(kind.value if kind else "", "other")] += 1
+        counts["total"] = len(logs)
+        seen.add(run.run_id)
+        return {"run_id": run.run_id, "status": run.status.value, "events": counts}
+
+
+@contextlib.contextmanager
+def sqlite_instance(tmp: Path, dagster_yaml: Path = SQLITE_INSTANCE_YAML) -> Iterator[Instance]:
     """A temporary DAGSTER_HOME holding `dagster_yaml` (the repository's: SQLite storage)."""
     home = tmp / "dagster_home"
     home.mkdir()
     shutil.copy(dagster_yaml, home / "dagster.yaml")
-    return home
+    yield Instance("sqlite", home, dagster_yaml)

@@ -20,12 +20,13 @@ from bench.launch import (
     SQLITE_INSTANCE_YAML,
     BenchError,
     Child,
+    Instance,
     LatentSimulator,
     Warehouse,
     checked,
     fresh_warehouse,
-    instance_home,
     run_child,
+    sqlite_instance,
 )
 from bench.plan import (
     KWERY_FAULTS,
@@ -47,11 +48,13 @@ DEFINITIONS = ("-m", "liq_pipeline.definitions")
 
 @dataclass(frozen=True)
 class Run:
-    """One `dagster` CLI invocation: the child and what the simulator counted for it."""
+    """One `dagster` CLI invocation: the child, what the simulator counted for it, and the
+    event accounting of the run it created."""
 
     child: Child
     kwery: dict[str, int]
     newhedge: dict[str, int]
+    events: dict[str, int]
 
 
 @dataclass
@@ -66,10 +69,14 @@ class Sample:
     floor_rss_mib: float | None = None
     floor: dict[str, Any] | None = None  # the floor's own report (work seconds, fetch/write)
     direct: dict[str, Any] | None = None  # bench/direct.py's report, when measured
+    events: dict[str, int] | None = None  # the run's event-log entries by type
+    instance: str = "sqlite"
 
     @classmethod
     def of(cls, run: Run, floor: tuple[Child, dict] | None = None, **extra: Any) -> Sample:
-        sample = cls(run.child.seconds, run.child.rss_mib, run.kwery, run.newhedge)
+        sample = cls(
+            run.child.seconds, run.child.rss_mib, run.kwery, run.newhedge, events=run.events
+        )
         if floor is not None:
             sample.floor_seconds, sample.floor_rss_mib = floor[0].seconds, floor[0].rss_mib
             sample.floor = floor[1]
@@ -83,8 +90,12 @@ class Sample:
         return self.seconds / self.floor_seconds
 
 
+def add_events(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+    return {k: total.get(k, 0) + v for k, v in more.items()}
+
+
 class Bench:
-    """The simulator, the instance and the temporary folder every measurement shares."""
+    """The simulator, the instances and the temporary folder every measurement shares."""
 
     def __init__(
         self,
@@ -98,21 +109,44 @@ class Bench:
         self.tmp = tmp
         self.postgres_url = postgres_url
         self.extra_env = env
-        self.home = instance_home(tmp, dagster_yaml)
+        self.dagster_yaml = dagster_yaml
         self.started = time.perf_counter()
         self.raw: dict[str, Any] = {}
         self._cache: dict[tuple[str, ...], list[Sample]] = {}
+        self._instances: dict[str, Instance] = {}
+        self._stack = contextlib.ExitStack()
+        self._seen_runs: set[str] = set()
+        self.counting_seconds = 0.0  # opening instances to count events, outside measurements
+
+    def __enter__(self) -> Bench:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
 
     # progress goes to stderr; the table to stdout
     def log(self, message: str) -> None:
         print(f"[{time.perf_counter() - self.started:6.1f} s] {message}", file=sys.stderr)
 
-    # -- environment ----------------------------------------------------------------------------
+    # -- instances and environment ---------------------------------------------------------------
 
-    def env(self, warehouse: Warehouse) -> dict[str, str]:
+    def instance(self, name: str = "sqlite") -> Instance:
+        """The suite's instance `name`, made (and warmed up by one untimed run) on first use."""
+        if name not in self._instances:
+            if name != "sqlite":
+                raise BenchError(f"unknown instance {name!r}")
+            made = self._stack.enter_context(sqlite_instance(self.tmp, self.dagster_yaml))
+            self._instances[name] = made
+            day = Window.of("2026-03-20")
+            self.log(f"{made.label}: warming up")
+            with self.warehouse("sqlite") as warehouse:
+                self.job(warehouse, KWERY_JOB, {"dagster/partition": str(day.first)}, name)
+        return self._instances[name]
+
+    def env(self, warehouse: Warehouse, instance: Instance) -> dict[str, str]:
         return {
             **os.environ,
-            "DAGSTER_HOME": str(self.home),
+            "DAGSTER_HOME": str(instance.home),
             "KWERY_API_KEY": KWERY_KEY,
             "NEWHEDGE_API_TOKEN": DEMO_NEWHEDGE_TOKEN,
             "KWERY_BASE_URL": self.sim.url,
@@ -120,6 +154,7 @@ class Bench:
             "LIQ_WAREHOUSE_URL": warehouse.url,
             "LIQ_START_DATE": START_DATE,
             "LIQ_KWERY_SYMBOLS": SYMBOL,
+            **instance.env,
             **self.extra_env,
         }
 
@@ -128,24 +163,37 @@ class Bench:
 
     # -- the two sides ---------------------------------------------------------------------------
 
-    def cli(self, warehouse: Warehouse, *args: str) -> Run:
-        """One `dagster` CLI invocation, with the API accounting the simulator saw for it."""
+    def cli(self, warehouse: Warehouse, instance: str, *args: str) -> Run:
+        """One `dagster` CLI invocation, with the API accounting the simulator saw for it and
+        the event accounting of the run it created."""
+        inst = self.instance(instance)
         self.sim.reset_stats()
-        child = run_child([DAGSTER, *args], cwd=self.home, env=self.env(warehouse))
+        child = run_child([DAGSTER, *args], cwd=inst.home, env=self.env(warehouse, inst))
         checked(child, f"dagster {' '.join(args)}")
-        return Run(child, self.sim.stats(KWERY_KEY), self.sim.stats(DEMO_NEWHEDGE_TOKEN))
+        kwery, newhedge = self.sim.stats(KWERY_KEY), self.sim.stats(DEMO_NEWHEDGE_TOKEN)
+        counting = time.perf_counter()
+        run = inst.newest_run_events(self._seen_runs)
+        self.counting_seconds += time.perf_counter() - counting
+        if run["status"] != "SUCCESS":
+            raise BenchError(f"run {run['run_id']} ended {run['status']}")
+        return Run(child, kwery, newhedge, run["events"])
 
-    def materialize(self, warehouse: Warehouse, select: str, window: Window) -> Run:
+    def materialize(
+        self, warehouse: Warehouse, select: str, window: Window, instance: str = "sqlite"
+    ) -> Run:
         if window.first == window.last:
             where = ("--partition", str(window.first))
         else:
             where = ("--partition-range", window.partition_range)
-        return self.cli(warehouse, "asset", "materialize", *DEFINITIONS, "--select", select, *where)
-
-    def job(self, warehouse: Warehouse, job: str, tags: dict[str, str]) -> Run:
         return self.cli(
-            warehouse, "job", "execute", *DEFINITIONS, "-j", job, "--tags", json.dumps(tags)
+            warehouse, instance, "asset", "materialize", *DEFINITIONS, "--select", select, *where
         )
+
+    def job(
+        self, warehouse: Warehouse, job: str, tags: dict[str, str], instance: str = "sqlite"
+    ) -> Run:
+        args = ("job", "execute", *DEFINITIONS, "-j", job, "--tags", json.dumps(tags))
+        return self.cli(warehouse, instance, *args)
 
     def floor(self, backend: str, window: Window, *, newhedge: bool) -> tuple[Child, dict]:
         """bench/floor.py over `window`: one query per day (the pipeline's pages)."""
@@ -197,12 +245,13 @@ class Bench:
         *,
         direct: bool = False,
         floor: bool = True,
+        instance: str = "sqlite",
     ) -> list[Sample]:
         """Single-run backfills of every asset over `window`, each paired with a floor run
         (and, with `direct`, with bench/direct.py over the same Kwery rows). Samples already
-        measured for the same (backend, window), with a floor if one is asked for, are
-        reused."""
-        key = ("backfill", backend, *window.key)
+        measured for the same (backend, instance, window), with a floor if one is asked for,
+        are reused."""
+        key = ("backfill", backend, instance, *window.key)
         have = self.cached(key, repeats)
         if have is not None and (not floor or all(s.floor_seconds for s in have)):
             return have
@@ -211,12 +260,13 @@ class Bench:
             paired = self.floor(backend, window, newhedge=True) if floor else None
             report = self.direct(backend, window) if direct else None
             with self.warehouse(backend) as warehouse:
-                run = self.materialize(warehouse, ALL_ASSETS, window)
+                run = self.materialize(warehouse, ALL_ASSETS, window, instance)
                 self.check_stored(warehouse, window)
-            samples.append(Sample.of(run, paired, direct=report))
+            samples.append(Sample.of(run, paired, direct=report, instance=instance))
             self.log(
-                f"backfill {backend} {window}: pipeline {run.child.seconds:.1f} s "
-                f"({run.child.rss_mib:.0f} MiB)"
+                f"backfill {backend} warehouse, {instance} instance, {window}: pipeline "
+                f"{run.child.seconds:.1f} s ({run.child.rss_mib:.0f} MiB, "
+                f"{run.events['total']:,} events)"
                 + (f", floor {paired[0].seconds:.2f} s" if paired else "")
                 + (f", direct {report['seconds']:.2f} s" if report else "")
             )
@@ -293,6 +343,7 @@ class Bench:
             seconds = rss = 0.0
             kwery = dict.fromkeys(("requests", "credits_used", "rows"), 0)
             newhedge = dict.fromkeys(("requests",), 0)
+            events: dict[str, int] = {}
             with self.warehouse("sqlite") as warehouse:
                 for job, tags in ticks:
                     run = self.job(warehouse, job, tags)
@@ -301,9 +352,11 @@ class Bench:
                     for name in kwery:
                         kwery[name] += run.kwery[name]
                     newhedge["requests"] += run.newhedge["requests"]
+                    events = add_events(events, run.events)
             samples.append(
                 Sample(seconds, rss, kwery, newhedge, floor[0].seconds, floor[0].rss_mib, floor[1])
             )
+            samples[-1].events = events
             self.log(f"daily run {day}: {seconds:.1f} s, floor {floor[0].seconds:.2f} s")
         return self.record(("daily", str(day)), samples)
 

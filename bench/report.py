@@ -55,6 +55,7 @@ class Row:
     ratio: str = ""
     target: str = ""
     verdict: str = ""
+    span: bool = False  # `pipeline` is a long text printed after the figure, out of the columns
 
 
 @dataclass
@@ -92,7 +93,32 @@ def newhedge_requests(sample: Sample) -> int:
     return sample.newhedge["requests"]
 
 
-# --- sections -----------------------------------------------------------------------------------
+# --- the event accounting of every pipeline run --------------------------------------------------
+
+
+def events_text(samples: Sequence[Sample]) -> str:
+    """ "events: N planned, …, total T" of the samples' runs (a range if they differ)."""
+    counts = [s.events for s in samples if s.events]
+    if not counts:
+        return "events: not counted"
+
+    def of(name: str) -> str:
+        values = [c.get(name, 0) for c in counts]
+        low, high = min(values), max(values)
+        return f"{low:,}" if low == high else f"{low:,}–{high:,}"
+
+    return (
+        f"events: {of('planned')} planned + {of('check_planned')} check planned, "
+        f"{of('materializations')} materializations, {of('check_evaluations')} check "
+        f"evaluations, {of('other')} other; total {of('total')}"
+    )
+
+
+def events_row(label: str, samples: Sequence[Sample], what: str = "Dagster events per run") -> Row:
+    return Row(f"{label}: {what}", events_text(samples), span=True)
+
+
+# --- the existing figures ------------------------------------------------------------------------
 
 
 def api_section(
@@ -136,6 +162,7 @@ def api_section(
                 verdict(all(get(s) == floor for s in samples)),
             )
         )
+    section.rows.append(events_row("with faults", faulted))
     faults = ", ".join(f"{k}×{c}" for k, c in KWERY_FAULTS)
     section.notes.append(
         f"clean: {len(clean)} runs ({' and '.join(backends)} warehouses); faults: "
@@ -155,7 +182,7 @@ def backfill_rows(
     *,
     target: tuple[str, float] | None = ("≤ 1.30×", 1.3),
 ) -> list[Row]:
-    """Wall time vs the floor (with a target ratio, or none) and rows/s."""
+    """Wall time vs the floor (with a target ratio, or none), rows/s, and the run's events."""
     wall = Stat.of([s.seconds for s in samples])
     floor = Stat.of([s.floor_seconds or 0.0 for s in samples])
     ratio = Stat.of([s.ratio for s in samples])
@@ -167,6 +194,7 @@ def backfill_rows(
             Stat.of([rows / s.seconds for s in samples]).show("{:,.0f}"),
             Stat.of([rows / (s.floor_seconds or 1.0) for s in samples]).show("{:,.0f}"),
         ),
+        events_row(label, samples),
     ]
 
 
@@ -225,6 +253,7 @@ def partitions_section(plan: Plan, single: list[Sample], per_partition: list[Sam
         )
     )
     section.rows.append(Row("  each per-partition run", seconds(each)))
+    section.rows.append(events_row("  each per-partition run", per_partition))
     # Each run asks Newhedge for the 8 whole series again; Kwery pages are per day either way.
     newhedge = sum(s.newhedge["requests"] for s in per_partition) * scale
     section.rows.append(
@@ -337,6 +366,7 @@ def memory_section(plan: Plan, small: list[Sample], large: list[Sample]) -> Sect
             verdict(ratio.median <= 1.2 and max(large_rss.values) < 500),
         )
     )
+    section.rows.append(events_row(f"{plan.memory_large.n_days} d", large))
     floor = Stat.of([s.floor_rss_mib for s in small if s.floor_rss_mib])
     section.notes.append(
         f"the floor process of the short window peaks at {mib(floor)} (it streams page by page)."
@@ -361,6 +391,7 @@ def daily_section(day: dt.date, samples: list[Sample]) -> Section:
             "report",
         )
     )
+    section.rows.append(events_row("both runs", samples, "Dagster events, the two runs together"))
     minimum_requests = need.kwery_requests + NEWHEDGE_REQUESTS
     requests = Stat.of([s.kwery["requests"] + s.newhedge["requests"] for s in samples])
     section.rows.append(
@@ -391,9 +422,13 @@ def render(sections: list[Section]) -> str:
     header = Row("figure", "pipeline", "floor", "pipeline / floor", "target", "")
     rows = [header, *(row for s in sections for row in s.rows)]
     names = ("figure", "pipeline", "floor", "ratio", "target", "verdict")
-    widths = [max(len(getattr(r, name)) for r in rows) for name in names]
+    widths = [
+        max(len(getattr(r, name)) for r in rows if not r.span or name == "figure") for name in names
+    ]
 
     def line(row: Row) -> str:
+        if row.span:
+            return f"{row.figure.ljust(widths[0])}  {row.pipeline}"
         cells = (row.figure, row.pipeline, row.floor, row.ratio, row.target, row.verdict)
         return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
@@ -419,8 +454,11 @@ def machine(postgres_url: str | None) -> list[str]:
     with contextlib.suppress(OSError, ValueError, IndexError):
         kib = int(Path("/proc/meminfo").read_text().split()[1])
         mem = f", {kib / 2**20:.1f} GiB RAM"
+    load = ""
+    with contextlib.suppress(OSError):
+        load = f"; load average {os.getloadavg()[0]:.2f} at the start"
     lines = [
-        f"machine: {os.cpu_count()} × {cpu}{mem}, {platform.system()} {platform.release()}",
+        f"machine: {os.cpu_count()} × {cpu}{mem}, {platform.system()} {platform.release()}{load}",
         f"python {platform.python_version()}; " + ", ".join(versions()),
     ]
     if postgres_url:
@@ -438,8 +476,20 @@ def machine(postgres_url: str | None) -> list[str]:
 def versions() -> list[str]:
     from importlib.metadata import version
 
-    names = ("dagster", "pandas", "pyarrow", "sqlalchemy", "adbc-driver-postgresql", "requests")
-    return [f"{name} {version(name)}" for name in names]
+    names = (
+        "dagster",
+        "dagster-postgres",
+        "pandas",
+        "pyarrow",
+        "sqlalchemy",
+        "adbc-driver-postgresql",
+        "requests",
+    )
+    out = []
+    for name in names:
+        with contextlib.suppress(Exception):
+            out.append(f"{name} {version(name)}")
+    return out
 
 
 def git_state() -> str:

@@ -1,5 +1,5 @@
 """Benchmark suite (issue 5): API efficiency, backfill wall time, memory and the daily run, each
-figure side by side with a floor measured in the same run.
+figure side by side with a floor measured in the same run, with the Dagster events of each run.
 
     .venv/bin/python bench/run.py            # full: median [min-max] of 3 runs, < 15 min
     .venv/bin/python bench/run.py --quick    # smaller windows, 1 run each, < 2 min
@@ -22,6 +22,12 @@ Set-up, identical for every figure:
   measurement into a fresh SQLite file or a fresh PostgreSQL schema (dropped afterwards).
   Wall time is the child's whole life, Dagster start-up included; peak RSS is the child's own
   ru_maxrss (see launcher.py; the project's in-process executor starts no further processes).
+- After each pipeline run the instance is opened here, from its home directory and with the
+  child's environment (so relative and absolute storage paths both work), and the run's
+  event-log entries are counted by type (a "Dagster events per run" row under each wall time):
+  ASSET_MATERIALIZATION_PLANNED, ASSET_CHECK_EVALUATION_PLANNED, ASSET_MATERIALIZATION,
+  ASSET_CHECK_EVALUATION, every other type together, and the total. Every event is a write to
+  the instance. The run must be new and have ended SUCCESS.
 - The floor is bench/floor.py, run the same way as a child process: the same Kwery pages
   (one query per day, limit=1000, cursor loop) with a bare `requests.Session`, the 8 Newhedge
   series when the pipeline side fetches them too, and the same rows written in one transaction
@@ -107,13 +113,12 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory(prefix="liq-bench-") as tmp,
         LatentSimulator(port=0, now=SIM_NOW, latency_s=args.latency_ms / 1000) as sim,
+        Bench(sim, Path(tmp), postgres_url, extra_env, args.dagster_yaml.resolve()) as bench,
     ):
-        bench = Bench(sim, Path(tmp), postgres_url, extra_env, args.dagster_yaml.resolve())
-        bench.log(f"{plan.name} run; simulated days generated; warming up")
+        bench.log(f"{plan.name} run; simulated days generated")
         warm_up = Window(plan.daily_schedule_day, plan.daily_schedule_day)
-        bench.kwery_job(warm_up, 1)
+        bench.instance("sqlite")  # one untimed run
         bench.floor("sqlite", warm_up, newhedge=True)  # the simulator's Newhedge series too
-        bench.raw.clear()
 
         backends = ["sqlite", *(["postgresql"] if postgres_url else [])]
         backfills = {
@@ -136,6 +141,7 @@ def main() -> None:
         ]
         daily = bench.daily(plan.daily_schedule_day, plan.repeats)
         total = time.perf_counter() - bench.started
+        bench.log(f"done; counting events took {bench.counting_seconds:.1f} s of it")
 
     sections = [
         api_section(plan, backends, [s for v in backfills.values() for s in v], faulted),
