@@ -30,6 +30,7 @@ LAUNCHER = str(REPO / "bench" / "launcher.py")
 FLOOR = str(REPO / "bench" / "floor.py")
 DIRECT = str(REPO / "bench" / "direct.py")
 SQLITE_INSTANCE_YAML = REPO / "dagster.yaml"
+POSTGRES_INSTANCE_YAML = REPO / "deploy" / "dagster.postgres.yaml"
 PG_URL = os.environ.get(
     "LIQ_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 )
@@ -112,6 +113,15 @@ class LatentSimulator(Simulator):
             time.sleep(self.latency_s)
         return super().handle(method, target, body)
 
+    @contextlib.contextmanager
+    def latency(self, ms: float) -> Iterator[None]:
+        """Answer after `ms` for the duration of the block (one figure), then as before."""
+        before, self.latency_s = self.latency_s, ms / 1000
+        try:
+            yield
+        finally:
+            self.latency_s = before
+
 
 # --- warehouses ----------------------------------------------------------------------------------
 
@@ -177,7 +187,7 @@ def postgres_reachable(url: str) -> bool:
 
 # --- Dagster instances ---------------------------------------------------------------------------
 
-INSTANCE_LABELS = {"sqlite": "SQLite instance"}
+INSTANCE_LABELS = {"sqlite": "SQLite instance", "postgres": "PostgreSQL instance"}
 # Event-log entry types counted apart; every other type (and plain log lines) counts as "other".
 EVENT_KINDS = {
     "ASSET_MATERIALIZATION_PLANNED": "planned",
@@ -190,9 +200,9 @@ EVENT_KINDS = {
 @dataclass(frozen=True)
 class Instance:
     """One DAGSTER_HOME the pipeline runs in. `env` goes to every pipeline child (and is what
-    opening the instance here needs, e.g. variables its dagster.yaml reads)."""
+    opening the instance here needs, e.g. the DAGSTER_PG_* its dagster.yaml reads)."""
 
-    name: str  # "sqlite"
+    name: str  # "sqlite" or "postgres"
     home: Path
     yaml: Path  # the dagster.yaml it was made from
     env: dict[str, str] = field(default_factory=dict)
@@ -247,3 +257,39 @@ def sqlite_instance(tmp: Path, dagster_yaml: Path = SQLITE_INSTANCE_YAML) -> Ite
     home.mkdir()
     shutil.copy(dagster_yaml, home / "dagster.yaml")
     yield Instance("sqlite", home, dagster_yaml)
+
+
+@contextlib.contextmanager
+def postgres_instance(
+    tmp: Path, postgres_url: str, dagster_yaml: Path = POSTGRES_INSTANCE_YAML
+) -> Iterator[Instance]:
+    """A temporary DAGSTER_HOME with the production dagster.yaml (run, event-log and schedule
+    storage on PostgreSQL) over a fresh database `bench_<uuid>`, dropped afterwards. The
+    pipeline runs with DAGSTER_EVENT_BATCH_SIZE=1000, as the deploy notes ask of every process
+    that runs steps (Dagster then batch-writes materialization and planned events)."""
+    database = f"bench_{uuid.uuid4().hex[:12]}"
+    server = sa.make_url(postgres_url)
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    home = tmp / "dagster_home_postgres"
+    home.mkdir()
+    shutil.copy(dagster_yaml, home / "dagster.yaml")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
+        yield Instance(
+            "postgres",
+            home,
+            dagster_yaml,
+            {
+                "DAGSTER_PG_HOST": server.host or "127.0.0.1",
+                "DAGSTER_PG_PORT": str(server.port or 5432),
+                "DAGSTER_PG_USER": server.username or "postgres",
+                "DAGSTER_PG_PASSWORD": server.password or "",
+                "DAGSTER_PG_DB": database,
+                "DAGSTER_EVENT_BATCH_SIZE": "1000",
+            },
+        )
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        admin.dispose()

@@ -25,17 +25,20 @@ from bench.launch import (
     Warehouse,
     checked,
     fresh_warehouse,
+    postgres_instance,
     run_child,
     sqlite_instance,
 )
 from bench.plan import (
     KWERY_FAULTS,
     KWERY_KEY,
+    LATENCY_MS,
     NEWHEDGE_FAULTS,
     NEWHEDGE_REQUESTS,
     START_DATE,
     SYMBOL,
     Window,
+    cursor_minimum,
     fault_skips,
     minimum,
 )
@@ -44,6 +47,7 @@ from liq_pipeline.simulator import DEMO_NEWHEDGE_TOKEN
 ALL_ASSETS = "*"
 KWERY_JOB = "kwery_daily_job"
 DEFINITIONS = ("-m", "liq_pipeline.definitions")
+WARM_UP = Window.of("2026-03-20")  # a quiet day: one untimed Kwery run per instance
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,8 @@ class Sample:
     direct: dict[str, Any] | None = None  # bench/direct.py's report, when measured
     events: dict[str, int] | None = None  # the run's event-log entries by type
     instance: str = "sqlite"
+    cursor_floor_seconds: float | None = None  # the one-cursor floor (kwery-1m), when measured
+    cursor_floor: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, run: Run, floor: tuple[Child, dict] | None = None, **extra: Any) -> Sample:
@@ -88,6 +94,12 @@ class Sample:
     def ratio(self) -> float:
         assert self.floor_seconds is not None
         return self.seconds / self.floor_seconds
+
+    @property
+    def bookkeeping_seconds(self) -> float:
+        """Pipeline wall − floor wall: what Dagster and our code add to the bare data path."""
+        assert self.floor_seconds is not None
+        return self.seconds - self.floor_seconds
 
 
 def add_events(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
@@ -133,14 +145,16 @@ class Bench:
     def instance(self, name: str = "sqlite") -> Instance:
         """The suite's instance `name`, made (and warmed up by one untimed run) on first use."""
         if name not in self._instances:
-            if name != "sqlite":
-                raise BenchError(f"unknown instance {name!r}")
-            made = self._stack.enter_context(sqlite_instance(self.tmp, self.dagster_yaml))
+            if name == "sqlite":
+                made = self._stack.enter_context(sqlite_instance(self.tmp, self.dagster_yaml))
+            elif self.postgres_url is None:
+                raise BenchError("the PostgreSQL instance needs a PostgreSQL server")
+            else:
+                made = self._stack.enter_context(postgres_instance(self.tmp, self.postgres_url))
             self._instances[name] = made
-            day = Window.of("2026-03-20")
             self.log(f"{made.label}: warming up")
             with self.warehouse("sqlite") as warehouse:
-                self.job(warehouse, KWERY_JOB, {"dagster/partition": str(day.first)}, name)
+                self.job(warehouse, KWERY_JOB, {"dagster/partition": str(WARM_UP.first)}, name)
         return self._instances[name]
 
     def env(self, warehouse: Warehouse, instance: Instance) -> dict[str, str]:
@@ -195,18 +209,23 @@ class Bench:
         args = ("job", "execute", *DEFINITIONS, "-j", job, "--tags", json.dumps(tags))
         return self.cli(warehouse, instance, *args)
 
-    def floor(self, backend: str, window: Window, *, newhedge: bool) -> tuple[Child, dict]:
-        """bench/floor.py over `window`: one query per day (the pipeline's pages)."""
+    def floor(
+        self, backend: str, window: Window, *, newhedge: bool, one_cursor: bool = False
+    ) -> tuple[Child, dict]:
+        """bench/floor.py over `window`: one query per day (the pipeline's pages), or with
+        `one_cursor` a single query over the whole window."""
         with self.warehouse(backend) as warehouse:
             argv = [sys.executable, FLOOR, "--base-url", self.sim.url, "--kwery-key", KWERY_KEY]
             argv += ["--first", str(window.first), "--last", str(window.last), "--symbol", SYMBOL]
             argv += [*warehouse.floor_args]
             if newhedge:
                 argv += ["--newhedge-token", DEMO_NEWHEDGE_TOKEN]
+            if one_cursor:
+                argv += ["--one-cursor"]
             self.sim.reset_stats()
             child = checked(run_child(argv, cwd=self.tmp, env=dict(os.environ)), "floor")
         result = json.loads(child.stdout.strip().splitlines()[-1])
-        expected = minimum(window)
+        expected = cursor_minimum(window) if one_cursor else minimum(window)
         requests = expected.kwery_requests + (NEWHEDGE_REQUESTS if newhedge else 0)
         if result["rows"] != expected.rows or result["requests"] != requests:
             raise BenchError(f"floor fetched {result}, expected {expected}")
@@ -307,11 +326,20 @@ class Bench:
         self.log(f"one run per partition, {len(days)} runs: {total:.1f} s")
         return self.record(("per-partition", *window.key), samples)
 
-    def kwery_job(self, window: Window, repeats: int, *, direct: bool = False) -> list[Sample]:
+    def kwery_job(
+        self, window: Window, repeats: int, *, direct: bool = False, one_cursor: bool = False
+    ) -> list[Sample]:
         """The Kwery job (events only, as scheduled) over `window`, each run paired with a
-        Kwery-only floor of the same pages (and, with `direct`, with bench/direct.py over the
-        same rows)."""
+        Kwery-only floor of the same pages (with `one_cursor`, also with the floor that fetches
+        the window as ONE query; with `direct`, with bench/direct.py over the same rows)."""
         key = ("kwery-job", *window.key)
+        have = self.cached(key, repeats)
+        if (
+            have is not None
+            and (not direct or all(s.direct for s in have))
+            and (not one_cursor or all(s.cursor_floor for s in have))
+        ):
+            return have
         if window.first == window.last:
             tags = {"dagster/partition": str(window.first)}
         else:
@@ -322,14 +350,23 @@ class Bench:
         samples = []
         for _ in range(repeats):
             floor = self.floor("sqlite", window, newhedge=False)
+            cursor = (
+                self.floor("sqlite", window, newhedge=False, one_cursor=True)
+                if one_cursor
+                else None
+            )
             report = self.direct("sqlite", window) if direct else None
             with self.warehouse("sqlite") as warehouse:
                 run = self.job(warehouse, KWERY_JOB, tags)
                 self.check_stored(warehouse, window)
-            samples.append(Sample.of(run, floor, direct=report))
+            sample = Sample.of(run, floor, direct=report)
+            if cursor is not None:
+                sample.cursor_floor_seconds, sample.cursor_floor = cursor[0].seconds, cursor[1]
+            samples.append(sample)
             self.log(
                 f"{KWERY_JOB} {window}: pipeline {run.child.seconds:.1f} s, "
                 f"floor {floor[0].seconds:.2f} s"
+                + (f", one-cursor floor {cursor[0].seconds:.2f} s" if cursor else "")
                 + (f", direct {report['seconds']:.2f} s" if report else "")
             )
         return self.record(key, samples)
@@ -359,6 +396,28 @@ class Bench:
             samples[-1].events = events
             self.log(f"daily run {day}: {seconds:.1f} s, floor {floor[0].seconds:.2f} s")
         return self.record(("daily", str(day)), samples)
+
+    def with_latency(self, window: Window, repeats: int, instance: str) -> list[Sample]:
+        """Every asset over `window` in one run while the simulator answers after LATENCY_MS,
+        each paired with the floor fetching the same pages one after another at that latency."""
+        key = ("latency", instance, *window.key)
+        have = self.cached(key, repeats)
+        if have is not None:
+            return have
+        samples = []
+        self.instance(instance)  # its warm-up runs without the latency
+        with self.sim.latency(LATENCY_MS):
+            for _ in range(repeats):
+                floor = self.floor("sqlite", window, newhedge=True)
+                with self.warehouse("sqlite") as warehouse:
+                    run = self.materialize(warehouse, ALL_ASSETS, window, instance)
+                    self.check_stored(warehouse, window)
+                samples.append(Sample.of(run, floor, instance=instance))
+                self.log(
+                    f"latency {LATENCY_MS:g} ms, {instance} instance, {window}: pipeline "
+                    f"{run.child.seconds:.1f} s, floor {floor[0].seconds:.1f} s"
+                )
+        return self.record(key, samples)
 
 
 def sample_days(window: Window, sample: int | None) -> list[dt.date]:
@@ -397,3 +456,8 @@ def project_definitions() -> Any:
     from liq_pipeline.definitions import build_definitions
 
     return build_definitions(start_date=START_DATE, symbols=(SYMBOL,))
+
+
+def asset_count() -> int:
+    """Assets a `--select '*'` run materializes: every asset of the project's definitions."""
+    return len(project_definitions().resolve_all_asset_keys())

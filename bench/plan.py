@@ -23,6 +23,23 @@ NEWHEDGE_REQUESTS = 8  # the 8 whole series, whatever the range
 KWERY_FAULTS = (("429", 2), ("500", 1), ("502", 1), ("503", 1), ("drop", 1))
 NEWHEDGE_FAULTS = (("429", 1), ("503", 1), ("drop", 1))
 
+# Section names for --only, in the order they are measured and printed.
+SECTIONS = (
+    "api",
+    "backfill",
+    "partitions",
+    "throughput",
+    "memory",
+    "daily",
+    "kwery-1m",
+    "latency",
+    "bookkeeping",
+    "year",
+)
+# Left out of --quick (they need the PostgreSQL instance, long runs or 100 ms per request, and
+# --quick stays under 2 minutes); `--quick --only NAME` runs their small versions.
+NOT_IN_QUICK = ("latency", "bookkeeping", "year")
+
 
 def fault_skips(requests: int, faults: Sequence[tuple[str, int]]) -> list[tuple[str, int, int]]:
     """(kind, count, skip) so that the k-th fault hits the first attempt of request ≈ (2k+1)/2n
@@ -104,6 +121,13 @@ def minimum(window: Window) -> Minimum:
     return Minimum(rows, requests, credits)
 
 
+def cursor_minimum(window: Window) -> Minimum:
+    """The cost of ONE query over the whole window (the sequential floor of `kwery-1m`): fewer
+    pages than one query per day, as no day ends on a partly filled page."""
+    rows = minimum(window).rows
+    return Minimum(rows, pages(rows), 25 * pages(rows) + 2 * rows)
+
+
 def cache_simulated_days(windows: Iterable[Window]) -> None:
     # The simulator keeps 96 generated days (a 60k-event day takes ~0.2 s to generate). Longer
     # windows would regenerate days inside every measured run, on both sides alike, so keep every
@@ -129,35 +153,71 @@ class Plan:
     memory_large: Window
     throughput: tuple[tuple[str, Window], ...]
     daily_schedule_day: dt.date  # the scheduled ticks of the day after this partition
+    kwery_million: Window  # kwery_daily_job in one run vs ONE sequential cursor
+    latency: Window  # every asset, one run, the simulator answering after LATENCY_MS
+    bookkeeping: tuple[Window, ...]  # every asset, one run: points of the per-(asset, day) fit
+    year: Window  # every asset, one run: wall time and peak RSS on both instances
+    long_repeats: int  # runs per instance of the latency, bookkeeping and year figures
 
-    def windows(self) -> list[Window]:
-        """Every window the plan measures (their days are generated up front)."""
-        return [
-            self.backfill,
-            self.single_vs_partitions,
-            self.memory_small,
-            self.memory_large,
-            Window(self.daily_schedule_day, self.daily_schedule_day),
-            *(w for _, w in self.throughput),
-        ]
+    def windows(self, sections: Iterable[str]) -> list[Window]:
+        """Every window the selected sections measure (their days are generated up front)."""
+        wanted = set(sections)
+        out = [Window(self.daily_schedule_day, self.daily_schedule_day)]  # the warm-up
+        if wanted & {"api", "backfill", "bookkeeping"}:
+            out.append(self.backfill)
+        if wanted & {"partitions", "bookkeeping"}:
+            out.append(self.single_vs_partitions)
+        if "memory" in wanted:
+            out += [self.memory_small, self.memory_large]
+        if "throughput" in wanted:
+            out += [w for _, w in self.throughput]
+        if "kwery-1m" in wanted:
+            out.append(self.kwery_million)
+        if "latency" in wanted:
+            out.append(self.latency)
+        if "bookkeeping" in wanted:
+            out += list(self.bookkeeping)
+        if "year" in wanted:
+            out.append(self.year)
+        return out
 
 
+LATENCY_MS = 100.0  # the latency figure's round trip per API answer, both sides
+MILLION = 1_000_000
 THROUGHPUT = (
     ("quiet day", Window.of("2026-03-07")),
     ("crash day", Window.of("2025-10-10")),
 )
+# The simulator has no 80-day window of ≥ 1M BTC events (crash days are ~2 % of days: the
+# densest 80 days hold 285k events, all six symbols 872k). This is the shortest BTC window
+# that reaches 1M; the suite checks the count before it measures.
+MILLION_WINDOW = Window.of("2025-01-02", "2026-02-02")  # 397 d, 1,013,887 events
 FULL = Plan(
     name="full",
     repeats=3,
     backfill=Window.ending("2026-03-20", 90),
     single_vs_partitions=Window.ending("2026-03-20", 30),
-    # Every third day: 10 real runs (~5 s each) keep the full suite under 15 minutes.
+    # Every third day: 10 real runs (~5 s each) keep the full suite near 20 minutes.
     partition_sample=10,
     direct_backfill=True,
     memory_small=Window.ending("2026-03-20", 30),
     memory_large=Window.ending("2026-03-20", 180),
-    throughput=(*THROUGHPUT, ("~1M-event range", Window.of("2025-01-02", "2026-02-02"))),
+    throughput=(*THROUGHPUT, ("~1M-event range", MILLION_WINDOW)),
     daily_schedule_day=dt.date(2026, 3, 20),
+    kwery_million=MILLION_WINDOW,
+    latency=Window.ending("2026-03-20", 90),
+    # 30 and 90 days are the windows of sections 2b and 2: on the SQLite instance those runs
+    # are reused, so the fit costs one extra run there (the year).
+    bookkeeping=(
+        Window.ending("2026-03-20", 30),
+        Window.ending("2026-03-20", 90),
+        Window.ending("2026-03-20", 365),
+    ),
+    year=Window.ending("2026-03-20", 365),
+    # A year-long run takes 1.5-2 min on each instance and a 100 ms-latency run ~1 min: once
+    # each keeps the full suite near 20 minutes (the fit's residuals show the noise). Runs
+    # already made by another section (the SQLite instance's 30 and 90 days) are all reused.
+    long_repeats=1,
 )
 QUICK = Plan(
     name="quick",
@@ -170,4 +230,13 @@ QUICK = Plan(
     memory_large=Window.ending("2026-03-20", 30),
     throughput=(*THROUGHPUT, ("~100k-event week", Window.of("2026-01-27", "2026-02-02"))),
     daily_schedule_day=dt.date(2026, 3, 20),
+    kwery_million=Window.of("2026-01-27", "2026-02-02"),
+    latency=Window.ending("2026-03-20", 5),
+    bookkeeping=(
+        Window.ending("2026-03-20", 5),
+        Window.ending("2026-03-20", 15),
+        Window.ending("2026-03-20", 30),
+    ),
+    year=Window.ending("2026-03-20", 30),
+    long_repeats=1,
 )
