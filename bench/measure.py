@@ -274,6 +274,7 @@ class Bench:
         have = self.cached(key, repeats)
         if have is not None and (not floor or all(s.floor_seconds for s in have)):
             return have
+        self.instance(instance)  # warmed up before the first pair, not between its two runs
         samples = []
         for _ in range(repeats):
             paired = self.floor(backend, window, newhedge=True) if floor else None
