@@ -154,6 +154,7 @@ class Plan:
     throughput: tuple[tuple[str, Window], ...]
     daily_schedule_day: dt.date  # the scheduled ticks of the day after this partition
     kwery_million: Window  # kwery_daily_job in one run vs ONE sequential cursor
+    kwery_million_rows: int  # the events that window must hold at least (checked up front)
     latency: Window  # every asset, one run, the simulator answering after LATENCY_MS
     bookkeeping: tuple[Window, ...]  # every asset, one run: points of the per-(asset, day) fit
     year: Window  # every asset, one run: wall time and peak RSS on both instances
@@ -205,6 +206,7 @@ FULL = Plan(
     throughput=(*THROUGHPUT, ("~1M-event range", MILLION_WINDOW)),
     daily_schedule_day=dt.date(2026, 3, 20),
     kwery_million=MILLION_WINDOW,
+    kwery_million_rows=MILLION,
     latency=Window.ending("2026-03-20", 90),
     # 30 and 90 days are the windows of sections 2b and 2: on the SQLite instance those runs
     # are reused, so the fit costs one extra run there (the year).
@@ -231,6 +233,7 @@ QUICK = Plan(
     throughput=(*THROUGHPUT, ("~100k-event week", Window.of("2026-01-27", "2026-02-02"))),
     daily_schedule_day=dt.date(2026, 3, 20),
     kwery_million=Window.of("2026-01-27", "2026-02-02"),
+    kwery_million_rows=0,
     latency=Window.ending("2026-03-20", 5),
     bookkeeping=(
         Window.ending("2026-03-20", 5),

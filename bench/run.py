@@ -94,6 +94,7 @@ from bench.plan import (
     Plan,
     Window,
     cache_simulated_days,
+    minimum,
 )
 from bench.report import (
     Section,
@@ -251,6 +252,11 @@ def main() -> None:
             raise SystemExit("--instance postgres needs a PostgreSQL server")
 
     cache_simulated_days(plan.windows(selected))
+    if "kwery-1m" in selected and minimum(plan.kwery_million).rows < plan.kwery_million_rows:
+        raise SystemExit(
+            f"{plan.kwery_million} holds fewer than {plan.kwery_million_rows:,} events: pick "
+            "another window (plan.MILLION_WINDOW) from the simulator's data"
+        )
     with (
         tempfile.TemporaryDirectory(prefix="liq-bench-") as tmp,
         LatentSimulator(port=0, now=SIM_NOW, latency_s=args.latency_ms / 1000) as sim,
