@@ -29,6 +29,13 @@ class KweryResource(SecretsMaskedInRepr, dg.ConfigurableResource):
         default=None, description="Most credits a run may spend; the next request is not sent"
     )
     retry_budget_seconds: float = Field(default=RETRY_BUDGET_S, ge=0, description=RETRY_BUDGET_HELP)
+    fetch_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="UTC days of a range fetched at once (1 = one after another). A 429 lowers "
+        "it for a while; the kwery_api pool still allows one run at a time.",
+    )
 
     def get_client(self) -> KweryClient:
         return KweryClient(
@@ -36,6 +43,7 @@ class KweryResource(SecretsMaskedInRepr, dg.ConfigurableResource):
             self.base_url,
             credit_budget=self.credit_budget,
             retry_budget=self.retry_budget_seconds,
+            concurrency=self.fetch_concurrency,
         )
 
 

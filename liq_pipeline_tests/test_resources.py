@@ -9,6 +9,6 @@ def test_resource_reprs_never_show_the_secrets():
     assert (
         repr(kwery)
         == "KweryResource(api_key='***', base_url='http://127.0.0.1:1', credit_budget=None, "
-        "retry_budget_seconds=300.0)"
+        "retry_budget_seconds=300.0, fetch_concurrency=4)"
     )
     assert "sk-SENTINEL-repr" not in repr(kwery.get_client())

@@ -34,11 +34,12 @@ def kwery_asset_name(symbol: str) -> str:
 class KweryDayBatches(FrameStream):
     """One frame per UTC day of the run window, with each day's figures and USD check result.
 
-    The IO manager drives the iteration, so the API is fetched as it consumes the frames and a
-    year-long backfill holds one day in memory at a time. Each day is its own query: per-query plan
-    row caps never truncate a long range, and credits stay at the per-day minimum
-    `25·max(1, ceil(N/1000)) + 2·N`. `on_day(partition_key, metadata)` receives each day's figures
-    as soon as the day is fetched (the asset puts them on that day's materialization).
+    The IO manager drives the iteration, so the API is fetched as it stages the frames, the
+    client's `concurrency` days at a time, and a year-long backfill holds a few days in memory at
+    a time. Each day is its own query: per-query plan row caps never truncate a long range, and
+    credits stay at the per-day minimum `25·max(1, ceil(N/1000)) + 2·N`.
+    `on_day(partition_key, metadata)` receives each day's figures, in day order, as soon as the
+    day is fetched (the asset puts them on that day's materialization).
     """
 
     def __init__(
@@ -60,23 +61,20 @@ class KweryDayBatches(FrameStream):
         self.usd_checks: dict[str, DayCheck] = {}
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
-        for day_start in utc_days(self._start, self._end):
+        days = self._client.fetch_days(self._symbol, utc_days(self._start, self._end))
+        while True:
             try:
-                pages = list(
-                    self._client.iter_pages(
-                        self._symbol, day_start, day_start + dt.timedelta(days=1)
-                    )
-                )
+                day_start, result = next(days)
+            except StopIteration:
+                return
             except LiqApiError as exc:
                 raise as_dagster_failure(exc) from None
-            frames = [page.frame for page in pages]
-            frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
             key = partition_key(day_start)
-            figures = self._account(frame, pages[-1].stats)
-            self.usd_checks[key] = usd_check(frame)
+            figures = self._account(result.frame, result.stats)
+            self.usd_checks[key] = usd_check(result.frame)
             if self._on_day is not None:
                 self._on_day(key, figures)
-            yield frame
+            yield result.frame
 
     def _account(self, frame: pd.DataFrame, stats: KweryStats) -> dict[str, Any]:
         """Add the day to the run's totals; return the day's own figures."""

@@ -7,11 +7,13 @@ Nothing from here may reach a message, a log line or a traceback without going t
 ours.
 """
 
+import contextlib
 import email.utils
 import logging
 import math
 import random
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ import requests
 import urllib3
 
 from liq_pipeline.clients.errors import LiqApiError
+from liq_pipeline.clients.limiter import AdaptiveLimit, Stopped
 from liq_pipeline.redaction import Redactor
 
 logger = logging.getLogger(__name__)
@@ -188,9 +191,10 @@ class HttpOptions(TypedDict, total=False):
     backoff_cap: float
     max_retry_after: float
     session: requests.Session | None
-    sleep: Callable[[float], object]
+    sleep: Callable[[float], object] | None
     clock: Callable[[], float]
     rng: random.Random | None
+    limit: AdaptiveLimit | None
 
 
 class Http:
@@ -203,6 +207,10 @@ class Http:
     fail at once. Failures without a response raise ``transport_error``; every message is
     redacted. Each attempt's read timeout is cut to what is left of the budget, so a hanging API
     fails within it.
+
+    Thread-safe, for clients that fetch concurrently: each thread gets its own session, the
+    counters and the budget are shared, and an optional `limit` (an AdaptiveLimit) bounds the
+    requests in flight. Waits end early (raising `Stopped`) once `limit.stop` is set.
     """
 
     def __init__(
@@ -219,9 +227,10 @@ class Http:
         backoff_cap: float = 30.0,
         max_retry_after: float = 120.0,
         session: requests.Session | None = None,
-        sleep: Callable[[float], object] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        limit: AdaptiveLimit | None = None,
     ) -> None:
         if not (timeout > 0 and connect_timeout > 0):
             raise ValueError(f"timeouts must be > 0 seconds, got {timeout!r}, {connect_timeout!r}")
@@ -242,14 +251,30 @@ class Http:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.max_retry_after = max_retry_after
-        self._owns_session = session is None
-        self.session = session if session is not None else requests.Session()
+        self._session = session  # injected (tests): shared by every thread
+        self._sessions: list[requests.Session] = []  # ours, one per thread
+        self._local = threading.local()
         self._sleep = sleep
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
+        self.limit = limit
+        self.stop = limit.stop if limit is not None else threading.Event()
+        self._lock = threading.Lock()  # guards the counters below
         self.requests = 0  # HTTP requests sent (every attempt), over the lifetime of this object
         self.retries = 0  # attempts that were failures followed by another attempt
         self.retry_seconds = 0.0  # spent in failed attempts and waits (what the budget bounds)
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's session (keep-alive connections are not shared between threads)."""
+        if self._session is not None:
+            return self._session
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            with self._lock:
+                self._sessions.append(session)
+        return session
 
     def display_url(self, url: str, params: Mapping[str, str]) -> str:
         """The full request URL with the secret redacted, for messages and logs."""
@@ -262,36 +287,31 @@ class Http:
         attempt = 0
         while True:
             attempt += 1
-            self.requests += 1
-            response: requests.Response | None = None
-            failure: str | None = None
-            retryable = True
+            if self.stop.is_set():
+                raise Stopped
+            with self._lock:
+                self.requests += 1
+                left = self.retry_budget - self.retry_seconds
             started = self._clock()
             # A hang must not outlast the budget: the read timeout is what is left of it.
-            read_timeout = max(1.0, min(self.timeout, self.retry_budget - self.retry_seconds))
-            try:
-                response = self.session.get(
-                    url, params=params, timeout=(self.connect_timeout, read_timeout)
-                )
-            except _RETRYABLE_EXCEPTIONS as exc:
-                failure = f"{type(exc).__name__}: {self.redact(str(exc))}"
-                if _unresolvable(exc):
-                    failure = "the host name does not resolve (DNS)"
-                    retryable = False
-            except Exception as exc:  # anything else may also quote the URL: never let it out raw
-                failure = f"{type(exc).__name__}: {self.redact(str(exc))}"
-                retryable = False
+            timeout = (self.connect_timeout, max(1.0, min(self.timeout, left)))
+            response, failure, retryable = self._attempt(url, params, timeout)
             # Decide and raise outside the except blocks, so no exception context is chained.
             if response is not None:
                 status = response.status_code
                 if status != 429 and status < 500:
+                    if self.limit is not None:
+                        self.limit.answered()
                     return HttpResult(response, attempt, self._tried(attempt))
                 reason = f"HTTP {status}"
             else:
                 reason = failure or "request failed"
-            self.retry_seconds += self._clock() - started
             wait, note = self._wait(attempt, response)
-            out_of_budget = self.retry_seconds + wait > self.retry_budget
+            if self.limit is not None and response is not None and response.status_code == 429:
+                self.limit.rate_limited(wait)
+            with self._lock:
+                self.retry_seconds += self._clock() - started
+                out_of_budget = self.retry_seconds + wait > self.retry_budget
             if not retryable or attempt >= self.max_attempts or out_of_budget:
                 tried = self._tried(attempt, out_of_budget and retryable)
                 if response is not None:
@@ -305,7 +325,8 @@ class Http:
                     f"{self.api}: GET {self.display_url(url, params)} failed{tried}: {reason}. "
                     + advice
                 )
-            self.retries += 1
+            with self._lock:
+                self.retries += 1
             logger.warning(
                 "%s: %s%s on attempt %d/%d for GET %s; retrying in %.2f s",
                 self.api,
@@ -316,8 +337,32 @@ class Http:
                 self.display_url(url, params),
                 wait,
             )
-            self._sleep(wait)
-            self.retry_seconds += wait
+            self._pause(wait)
+            with self._lock:
+                self.retry_seconds += wait
+
+    def _attempt(
+        self, url: str, params: Mapping[str, str], timeout: tuple[float, float]
+    ) -> tuple[requests.Response | None, str | None, bool]:
+        """One request: (the response, or why there is none, and whether to try again)."""
+        slot = self.limit.slot() if self.limit is not None else contextlib.nullcontext()
+        with slot:
+            try:
+                return self.session.get(url, params=params, timeout=timeout), None, True
+            except _RETRYABLE_EXCEPTIONS as exc:
+                if _unresolvable(exc):
+                    return None, "the host name does not resolve (DNS)", False
+                return None, f"{type(exc).__name__}: {self.redact(str(exc))}", True
+            except Exception as exc:  # anything else may also quote the URL: never let it out raw
+                return None, f"{type(exc).__name__}: {self.redact(str(exc))}", False
+
+    def _pause(self, seconds: float) -> None:
+        if self._sleep is not None:  # injected (tests): no real waiting
+            self._sleep(seconds)
+        elif self.stop.wait(seconds):  # ends early when the fetch is stopped
+            raise Stopped
+        if self.stop.is_set():
+            raise Stopped
 
     def _tried(self, attempt: int, budget_used_up: bool = False) -> str:
         if budget_used_up:
@@ -343,8 +388,10 @@ class Http:
         return backoff_delay(attempt, self.backoff_base, self.backoff_cap, self._rng), note
 
     def close(self) -> None:
-        if self._owns_session:
-            self.session.close()
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
 
     def __repr__(self) -> str:
         return (

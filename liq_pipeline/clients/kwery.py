@@ -8,10 +8,11 @@ never fetched twice.
 import logging
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Unpack
+from typing import Any, TypeVar, Unpack
 
 import numpy as np
 import orjson
@@ -38,8 +39,11 @@ from liq_pipeline.clients.http import (
     body_snippet,
     error_code,
 )
+from liq_pipeline.clients.limiter import AdaptiveLimit, Stopped
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 KWERY_BASE_URL = "https://kwery-api.com"
 KWERY_PATH = "/v1/liquidations"
@@ -294,6 +298,7 @@ class KweryClient(ApiClient):
         *,
         max_pages: int = 100_000,
         credit_budget: int | None = None,
+        concurrency: int = 1,
         **http: Unpack[HttpOptions],
     ) -> None:
         if not isinstance(api_key, str):
@@ -302,14 +307,19 @@ class KweryClient(ApiClient):
             raise ValueError(f"max_pages must be >= 1, got {max_pages!r}")
         if credit_budget is not None and credit_budget < 0:
             raise ValueError(f"credit_budget must be >= 0 or None, got {credit_budget!r}")
+        if concurrency > 1:
+            http.setdefault("limit", AdaptiveLimit(concurrency))
         super().__init__(
             base_url, api="Kwery", secret=api_key, transport_error=KweryServerError, **http
         )
+        self.concurrency = concurrency
         self._api_key = api_key
         self.max_pages = max_pages
         self.credit_budget = credit_budget
         self.credits_used = 0  # over the lifetime of the client (what the budget applies to)
         self.credits_remaining: int | None = None
+        self._reserved = 0  # the most the requests in flight can still cost
+        self._credits_lock = threading.Lock()
 
     def iter_pages(
         self,
@@ -371,6 +381,32 @@ class KweryClient(ApiClient):
             frame = pd.concat(frames, ignore_index=True)
         return KweryResult(frame, stats)
 
+    def fetch_days(
+        self, symbol: str, days: Sequence[datetime]
+    ) -> Iterator[tuple[datetime, KweryResult]]:
+        """Each UTC day ``[d, d + 1 day)`` of `days` as its own query, yielded in order.
+
+        One query per day keeps credits at the per-day minimum and never meets a plan's row cap
+        on a long range. With ``concurrency`` > 1 that many days are fetched at once, by worker
+        threads, while the caller consumes the earlier ones; at most that many days are in
+        flight or waiting (memory stays a few days, whatever the range). A day's pages still come
+        one after another (its cursor), so its rows keep the API's order and nothing is requested
+        twice. The first day that fails raises, after the days before it were yielded, and the
+        other days stop before their next request.
+        """
+        one_day = timedelta(days=1)
+        self._http.stop.clear()
+        if self.concurrency == 1:
+            for day in days:
+                yield day, self.fetch(symbol, day, day + one_day)
+            return
+        yield from _in_order_concurrently(
+            lambda day: self.fetch(symbol, day, day + one_day),
+            list(days),
+            self.concurrency,
+            self._http.stop,
+        )
+
     def _pages(
         self, params: dict[str, str], start_ms: int, end_ms: int, limit: int
     ) -> Iterator[KweryPage]:
@@ -385,15 +421,19 @@ class KweryClient(ApiClient):
                     f"{self._http.display_url(url, params)}; the API keeps answering has_more. "
                     "Fetch a smaller range or raise max_pages."
                 )
-            self._check_budget(limit)
+            reserved = self._reserve(limit)
             request_params = params if cursor is None else {**params, "after": cursor}
-            result = self._http.get(url, request_params)
+            try:
+                result = self._http.get(url, request_params)
+            except BaseException:
+                self._account_credits(None, stats, reserved)
+                raise
             stats = replace(
                 stats,
                 requests=stats.requests + result.attempts,
                 retries=stats.retries + result.attempts - 1,
             )
-            stats = self._account_credits(result.response, stats)
+            stats = self._account_credits(result.response, stats, reserved)
             if result.response.status_code != 200:
                 raise self._error(result, url, request_params)
             frame, has_more, next_cursor = self._parse_page(
@@ -419,18 +459,29 @@ class KweryClient(ApiClient):
                 return
             cursor = next_cursor
 
-    def _check_budget(self, limit: int) -> None:
+    def _reserve(self, limit: int) -> int:
+        """Reserve the most the next request can cost against the budget (0 without one)."""
         if self.credit_budget is None:
-            return
+            return 0
         worst = CREDITS_PER_REQUEST + CREDITS_PER_ROW * limit
-        if self.credits_used + worst > self.credit_budget:
-            raise CreditBudgetExceeded(
-                f"Kwery credit budget: {self.credits_used} of {self.credit_budget} credits "
-                f"used and the next request can cost up to {worst} (25 + 2 x limit {limit}); "
-                "it was not sent. Raise credit_budget or fetch a smaller range."
-            )
+        with self._credits_lock:  # concurrent requests each count what they may still cost
+            if self.credits_used + self._reserved + worst > self.credit_budget:
+                raise CreditBudgetExceeded(
+                    f"Kwery credit budget: {self.credits_used} of {self.credit_budget} credits "
+                    f"used and the next request can cost up to {worst} (25 + 2 x limit {limit}); "
+                    "it was not sent. Raise credit_budget or fetch a smaller range."
+                )
+            self._reserved += worst
+        return worst
 
-    def _account_credits(self, response: Response, stats: KweryStats) -> KweryStats:
+    def _account_credits(
+        self, response: Response | None, stats: KweryStats, reserved: int
+    ) -> KweryStats:
+        """Count what a request cost (nothing without a response), in place of its reservation."""
+        if response is None:
+            with self._credits_lock:
+                self._reserved -= reserved
+            return stats
         used = _int_header(response.headers, "X-Credits-Used")
         remaining = _int_header(response.headers, "X-Credits-Remaining")
         missing = 0
@@ -442,9 +493,11 @@ class KweryClient(ApiClient):
                     "Kwery: a 200 page has no usable X-Credits-Used header (%r); counted as 0",
                     response.headers.get("X-Credits-Used"),
                 )
-        self.credits_used += used
-        if remaining is not None:
-            self.credits_remaining = remaining
+        with self._credits_lock:
+            self._reserved -= reserved
+            self.credits_used += used
+            if remaining is not None:  # answers of concurrent requests may arrive in any order
+                self.credits_remaining = min(remaining, self.credits_remaining or remaining)
         return replace(
             stats,
             credits_used=stats.credits_used + used,
@@ -565,3 +618,73 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
         return int(value.strip())
     except ValueError:
         return None
+
+
+class _Slot:
+    """One day of a concurrent fetch: its result, or the error that ended it."""
+
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+def _in_order_concurrently(
+    fetch: Callable[[T], R], items: list[T], concurrency: int, stop: threading.Event
+) -> Iterator[tuple[T, R]]:
+    """`(item, fetch(item))` in the order of `items`, `concurrency` fetched at once.
+
+    A ticket per item in flight or waiting to be consumed bounds the memory; the consumer gives
+    it back once it has taken the item. Worker threads are daemons: a request hanging in one
+    never keeps the process alive after a stop.
+    """
+    slots: list[_Slot | None] = [_Slot() for _ in items]
+    tickets = threading.Semaphore(concurrency)
+    lock = threading.Lock()
+    todo = iter(range(len(items)))
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        while True:
+            while not tickets.acquire(timeout=0.25):
+                if stop.is_set():
+                    return
+            with lock:
+                i = None if stop.is_set() else next(todo, None)
+            if i is None:
+                return
+            slot = slots[i]
+            assert slot is not None
+            try:
+                slot.result = fetch(items[i])
+            except BaseException as exc:
+                slot.error = exc
+                if not isinstance(exc, Stopped):
+                    with lock:
+                        failures.append(exc)
+                stop.set()
+            finally:
+                slot.done.set()
+
+    workers = [
+        threading.Thread(target=work, name=f"kwery-fetch-{n}", daemon=True)
+        for n in range(min(concurrency, len(items)))
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        for i, item in enumerate(items):
+            slot = slots[i]
+            assert slot is not None
+            while not slot.done.wait(0.25):  # bounded: signals reach this (main) thread
+                pass
+            if slot.error is not None:
+                # A day stopped because another failed: the other's error is the one to tell.
+                raise failures[0] if isinstance(slot.error, Stopped) and failures else slot.error
+            slots[i] = None
+            yield item, slot.result
+            tickets.release()
+    finally:
+        stop.set()

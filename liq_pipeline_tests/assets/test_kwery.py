@@ -1,17 +1,18 @@
 import datetime as dt
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 
+import dagster as dg
 import pandas as pd
 import pytest
 
 from liq_pipeline.assets.kwery import KweryDayBatches
 from liq_pipeline.clients import KweryClient
-from liq_pipeline.clients.kwery import KweryStats, kwery_frame
+from liq_pipeline.clients.kwery import KweryResult, KweryStats, kwery_frame
 from liq_pipeline.partitions import utc_days
 from liq_pipeline.simulator import Simulator
 from liq_pipeline.simulator.data import kwery_events
+from liq_pipeline.warehouse import WarehouseIOManager, WarehouseResource, warehouse_metadata
 
 DAY1 = dt.datetime(2026, 3, 8, tzinfo=dt.UTC)
 DAY2 = dt.datetime(2026, 3, 9, tzinfo=dt.UTC)
@@ -62,22 +63,19 @@ def test_one_frame_per_day_exactly_as_served_with_each_days_own_figures():
     }
 
 
-@dataclass
-class Page:
-    frame: pd.DataFrame
-    stats: KweryStats
-
-
 class ServedFrames:
-    """Stands in for the client where the real API can't produce the case (bad rows it would
-    reject before they ever reached the asset)."""
+    """Stands in for the client where the real API can't produce the case (rows whose usd_value
+    does not match, which the simulator never serves)."""
 
     def __init__(self, frames: dict[dt.datetime, pd.DataFrame]) -> None:
         self.frames = frames
 
-    def iter_pages(self, symbol: str, start: dt.datetime, end: dt.datetime) -> Iterator[Page]:
-        frame = self.frames[start]
-        yield Page(frame, KweryStats(requests=1, pages=1, rows=len(frame), credits_used=1))
+    def fetch_days(
+        self, symbol: str, days: list[dt.datetime]
+    ) -> Iterator[tuple[dt.datetime, KweryResult]]:
+        for day in days:
+            frame = self.frames[day]
+            yield day, KweryResult(frame, KweryStats(requests=1, pages=1, rows=len(frame)))
 
 
 def event(ts: str, side: str = "long", qty: float = 0.5, avg: float = 90_000.0, usd=None) -> dict:
@@ -114,3 +112,34 @@ def test_an_empty_day_is_a_valid_result():
         0.0,
     )
     assert batches.usd_checks["2026-03-08"].passed
+
+
+def test_a_day_failing_in_a_concurrent_range_leaves_the_warehouse_untouched(tmp_path):
+    url = f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+    io, warehouse = WarehouseIOManager(url=url), WarehouseResource(url=url)
+    first, last = dt.datetime(2026, 3, 1, tzinfo=dt.UTC), dt.datetime(2026, 3, 11, tzinfo=dt.UTC)
+
+    def write(batches: KweryDayBatches) -> None:
+        with dg.build_output_context(
+            asset_key="kwery_liquidations_btc",
+            definition_metadata=warehouse_metadata("kwery_liquidations", symbol="BTC"),
+            asset_partitions_def=dg.DailyPartitionsDefinition(start_date="2026-03-01"),
+            asset_partition_key_range=dg.PartitionKeyRange("2026-03-01", "2026-03-10"),
+        ) as context:
+            io.handle_output(context, batches)
+
+    with Simulator(port=0, now=dt.datetime(2026, 3, 21, tzinfo=dt.UTC)) as sim:
+        with KweryClient("demo-business-key", sim.url, concurrency=4) as client:
+            write(KweryDayBatches(client, "BTC", first, last))
+        stored = warehouse.read("kwery_liquidations", first, last, symbol="BTC")
+        served = sum(len(sim.kwery_events("BTC", d.date())) for d in utc_days(first, last))
+        assert len(stored) == served
+        sim.inject("bad_value", api="kwery", skip=5, field="usd_value", value=1.7e308)
+        with (
+            KweryClient("demo-business-key", sim.url, concurrency=4) as client,
+            pytest.raises(dg.Failure) as err,
+        ):
+            write(KweryDayBatches(client, "BTC", first, last))
+    assert "field 'usd_value' must be a finite number > 0 and <= 1e+11" in str(err.value)
+    after = warehouse.read("kwery_liquidations", first, last, symbol="BTC")
+    pd.testing.assert_frame_equal(after, stored)
