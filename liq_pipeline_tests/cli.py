@@ -10,12 +10,14 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import dagster as dg
 import pandas as pd
+import sqlalchemy as sa
 
 from liq_pipeline.simulator import Simulator
 from liq_pipeline.warehouse import WarehouseResource
@@ -56,10 +58,15 @@ def sentinel_simulator() -> Simulator:
 class Cli:
     """The dagster CLI with the project's dagster.yaml in a temporary DAGSTER_HOME."""
 
-    def __init__(self, home: Path, sim: Simulator, warehouse_url: str) -> None:
+    def __init__(
+        self, home: Path, sim: Simulator, warehouse_url: str, instance_db: str | None = None
+    ) -> None:
+        """`instance_db`: a PostgreSQL database URL for the production instance config."""
         self.home = home
         self.warehouse_url = warehouse_url
-        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+        self.instance_db = instance_db
+        config = "deploy/dagster.postgres.yaml" if instance_db else "dagster.yaml"
+        shutil.copy(REPO / config, home / "dagster.yaml")
         self.env = {
             **os.environ,
             "DAGSTER_HOME": str(home),
@@ -71,6 +78,16 @@ class Cli:
             "LIQ_START_DATE": "2026-01-01",
             "LIQ_KWERY_SYMBOLS": "BTC",
         }
+        if instance_db:
+            db = sa.make_url(instance_db)
+            self.env.update(
+                DAGSTER_PG_HOST=db.host or "127.0.0.1",
+                DAGSTER_PG_PORT=str(db.port or 5432),
+                DAGSTER_PG_USER=db.username or "postgres",
+                DAGSTER_PG_PASSWORD=db.password or "",
+                DAGSTER_PG_DB=db.database or "",
+                DAGSTER_EVENT_BATCH_SIZE="1000",  # README, Production: every process with steps
+            )
         self.outputs: list[str] = []
         self.secrets = (SENTINEL_KEY, SENTINEL_TOKEN)
 
@@ -111,8 +128,19 @@ class Cli:
 
     @contextlib.contextmanager
     def instance(self) -> Iterator[dg.DagsterInstance]:
-        with dg.DagsterInstance.from_config(str(self.home)) as instance:
-            yield instance
+        # The production config reads its database from DAGSTER_PG_*, here as in the CLI.
+        pg = {k: v for k, v in self.env.items() if k.startswith("DAGSTER_PG_")}
+        saved = {k: os.environ.get(k) for k in pg}
+        os.environ.update(pg)
+        try:
+            with dg.DagsterInstance.from_config(str(self.home)) as instance:
+                yield instance
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def runs(self) -> list[dg.DagsterRun]:
         with self.instance() as instance:
@@ -160,7 +188,8 @@ class Cli:
         """No secret, in any encoding, in any CLI output nor any file of the instance (storage,
         logs, warehouse): the event log stores messages as JSON, where é is written \\u00e9."""
         files = [path for path in self.home.rglob("*") if path.is_file()]
-        assert any(path.suffix == ".db" for path in files)  # run and event-log storage
+        if "DAGSTER_PG_DB" not in self.env:
+            assert any(path.suffix == ".db" for path in files)  # run and event-log storage
         for secret in self.secrets:
             forms = {secret, json.dumps(secret)[1:-1], quote(secret, safe=""), quote_plus(secret)}
             for output in self.outputs:
@@ -168,6 +197,24 @@ class Cli:
             for path in files:
                 content = path.read_bytes()
                 assert not any(form.encode() in content for form in forms), path
+            for table, text in self._instance_tables():
+                assert not any(form in text for form in forms), table
+
+    def _instance_tables(self) -> Iterator[tuple[str, str]]:
+        """The text of the production instance's tables (runs, events, ...), if it has them."""
+        if self.instance_db is None:
+            return
+        engine = sa.create_engine(self.instance_db)
+        try:
+            with engine.connect() as conn:
+                tables = conn.execute(sa.text(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema='public'"
+                )).scalars()  # fmt: skip
+                for table in list(tables):
+                    rows = conn.execute(sa.text(f'SELECT t::text FROM "{table}" t')).scalars()
+                    yield table, "\n".join(rows)
+        finally:
+            engine.dispose()
 
 
 class Started:
@@ -191,6 +238,21 @@ class Started:
     @property
     def output(self) -> str:
         return self.log.read_text()
+
+
+@contextlib.contextmanager
+def postgres_database(server_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database on the test server (the URL of it), dropped afterwards."""
+    name = f"liq_instance_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        engine.dispose()
 
 
 def materialize_args(select: str, first: str, last: str | None = None) -> list[str]:

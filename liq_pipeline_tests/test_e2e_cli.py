@@ -30,6 +30,7 @@ from liq_pipeline_tests.cli import (
     credits_for,
     days_of,
     ok,
+    postgres_database,
     sentinel_simulator,
 )
 
@@ -152,18 +153,33 @@ def metadata_of(record: dg.EventLogRecord) -> dict:
     return {key: value.value for key, value in record.asset_materialization.metadata.items()}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+# Every CLI test runs against both warehouses; the backfill tests also on the production
+# instance (deploy/dagster.postgres.yaml: run and event storage in PostgreSQL, batched events).
+WAREHOUSES = ["sqlite", "postgres"]
+WITH_THE_PRODUCTION_INSTANCE = pytest.mark.parametrize(
+    "cli", [*WAREHOUSES, "postgres-instance"], indirect=True
+)
+
+
+@pytest.fixture(params=WAREHOUSES)
 def cli(request: pytest.FixtureRequest, tmp_path: Path, sim: Simulator) -> Iterator[Cli]:
-    """The CLI against a fresh SQLite file, then against a fresh PostgreSQL schema."""
+    """The CLI against a fresh SQLite file, then a fresh PostgreSQL schema (and instance)."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
     else:
         url = request.getfixturevalue("postgres_schema_url")
     sim.clear_faults()
     sim.reset_stats()
-    cli = Cli(tmp_path, sim, url)
-    yield cli
-    cli.assert_no_secrets()
+    if request.param == "postgres-instance":
+        with postgres_database(request.getfixturevalue("postgres_url")) as instance_db:
+            cli = Cli(tmp_path, sim, url, instance_db=instance_db)
+            yield cli
+            cli.wait_for_instance_processes_to_exit()
+            cli.assert_no_secrets()
+    else:
+        cli = Cli(tmp_path, sim, url)
+        yield cli
+        cli.assert_no_secrets()
 
 
 def test_one_day_lands_exactly_what_the_simulator_served(cli: Cli, sim: Simulator):
@@ -196,6 +212,7 @@ def test_one_day_lands_exactly_what_the_simulator_served(cli: Cli, sim: Simulato
     }
 
 
+@WITH_THE_PRODUCTION_INSTANCE
 def test_five_days_in_one_run_tell_each_days_truth_and_reruns_change_nothing(
     cli: Cli, sim: Simulator
 ):
@@ -273,6 +290,7 @@ def test_a_kwery_429_burst_gives_the_same_rows_for_no_extra_credits(cli: Cli, si
     assert stats["requests"] == math.ceil(len(events) / 1000) + 2
 
 
+@WITH_THE_PRODUCTION_INSTANCE
 def test_a_daemon_executed_job_backfill_runs_one_run_per_partition(cli: Cli, sim: Simulator):
     (cli.home / "workspace.yaml").write_text((REPO / "workspace.yaml").read_text())
     ok(
