@@ -22,7 +22,7 @@ import json  # noqa: E402
 import dagster as dg  # noqa: E402
 
 from liq_pipeline.assets.kwery import KWERY_TABLE, KweryDayBatches  # noqa: E402
-from liq_pipeline.clients import KweryClient  # noqa: E402
+from liq_pipeline.resources import KweryResource  # noqa: E402  # its defaults, as in a run
 from liq_pipeline.warehouse import WarehouseIOManager, warehouse_metadata  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def main() -> None:
     start = dt.datetime.combine(args.first, dt.time(), dt.UTC)
     end = dt.datetime.combine(args.last + dt.timedelta(days=1), dt.time(), dt.UTC)
     io_manager = WarehouseIOManager(url=args.warehouse)
-    with KweryClient(args.kwery_key, args.base_url) as client:
+    with KweryResource(api_key=args.kwery_key, base_url=args.base_url).get_client() as client:
         batches = KweryDayBatches(client, args.symbol, start, end)
         with dg.build_output_context(
             asset_key=f"kwery_liquidations_{args.symbol.lower()}",

@@ -5,8 +5,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
-import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from liq_pipeline.assets.api_errors import as_dagster_failure
 from liq_pipeline.clients import KweryClient, KweryStats
@@ -70,32 +71,34 @@ class KweryDayBatches(FrameStream):
             except LiqApiError as exc:
                 raise as_dagster_failure(exc) from None
             key = partition_key(day_start)
-            figures = self._account(result.frame, result.stats)
-            self.usd_checks[key] = usd_check(result.frame)
+            figures = self._account(result.table, result.stats)
+            self.usd_checks[key] = usd_check(result.table)
             if self._on_day is not None:
                 self._on_day(key, figures)
-            yield result.frame
+            yield result.table  # Arrow, as parsed: the warehouse writes it without conversion
 
-    def _account(self, frame: pd.DataFrame, stats: KweryStats) -> dict[str, Any]:
+    def _account(self, table: pa.Table, stats: KweryStats) -> dict[str, Any]:
         """Add the day to the run's totals; return the day's own figures."""
         self.days += 1
-        self.rows += len(frame)
+        self.rows += table.num_rows
         self.requests += stats.requests
         self.pages += stats.pages
         self.credits_used += stats.credits_used
         self.retries += stats.retries
         if stats.credits_remaining is not None:
             self.credits_remaining = stats.credits_remaining
+        first, last = _first_and_last(table)
+        preview = markdown_table(table.slice(0, PREVIEW_ROWS).to_pandas())
         return {
-            "dagster/row_count": len(frame),
+            "dagster/row_count": table.num_rows,
             "requests": stats.requests,
             "pages": stats.pages,
             "retries": stats.retries,
             "credits_used": stats.credits_used,
-            **side_figures(frame),
-            "first_event": str(frame["timestamp"].min()) if len(frame) else None,
-            "last_event": str(frame["timestamp"].max()) if len(frame) else None,
-            "preview": dg.MetadataValue.md(markdown_table(frame.head(PREVIEW_ROWS))),
+            **side_figures(table),
+            "first_event": first,
+            "last_event": last,
+            "preview": dg.MetadataValue.md(preview),
         }
 
     def run_metadata(self) -> dict[str, Any]:
@@ -108,27 +111,37 @@ class KweryDayBatches(FrameStream):
         }
 
 
-def side_figures(frame: pd.DataFrame) -> dict[str, Any]:
+def _first_and_last(table: pa.Table) -> tuple[str | None, str | None]:
+    if not table.num_rows:
+        return None, None
+    bounds = pc.min_max(pc.cast(table["timestamp"], pa.int64()))
+    return tuple(  # type: ignore[return-value]
+        str(pd.Timestamp(bounds[end].as_py(), unit="ms", tz="UTC")) for end in ("min", "max")
+    )
+
+
+def side_figures(table: pa.Table) -> dict[str, Any]:
     """Events and liquidated USD per side."""
     figures: dict[str, Any] = {}
     for side in VALID_SIDES:
-        of_side = frame["usd_value"][frame["side"] == side]
+        of_side = pc.filter(table["usd_value"], pc.equal(table["side"], side))
         figures[f"{side}_events"] = len(of_side)
-        figures[f"{side}_usd"] = round(float(of_side.sum()), 2)
+        figures[f"{side}_usd"] = round(pc.sum(of_side).as_py() or 0.0, 2)
     return figures
 
 
-def usd_check(frame: pd.DataFrame) -> DayCheck:
+def usd_check(table: pa.Table) -> DayCheck:
     """usd_value ≈ quantity × avg_price, to a cent plus relative float noise."""
-    deviation = (frame["usd_value"] - frame["quantity"] * frame["avg_price"]).abs()
-    allowed = USD_ABS_TOLERANCE + USD_REL_TOLERANCE * frame["usd_value"].abs()
-    mismatched = int((deviation > allowed).sum())
+    usd = table["usd_value"]
+    deviation = pc.abs(pc.subtract(usd, pc.multiply(table["quantity"], table["avg_price"])))
+    allowed = pc.add(USD_ABS_TOLERANCE, pc.multiply(USD_REL_TOLERANCE, pc.abs(usd)))
+    mismatched = pc.sum(pc.greater(deviation, allowed)).as_py() or 0
     return DayCheck(
         passed=mismatched == 0,
         metadata={
             "mismatched_rows": mismatched,
-            "max_abs_deviation_usd": float(np.nan_to_num(deviation.max())),
-            "events": len(frame),
+            "max_abs_deviation_usd": pc.max(deviation).as_py() or 0.0,
+            "events": table.num_rows,
         },
     )
 

@@ -99,6 +99,23 @@ def _cast_column(spec: TableSpec, name: str, arr: pa.ChunkedArray) -> pa.Chunked
         raise FrameError(f"column {name} of the frame for {spec.name}: {exc}") from None
 
 
+def _canonical(spec: TableSpec, table: pa.Table) -> pa.Table:
+    """An Arrow table with the canonical types of `spec`'s columns, in the table's order."""
+    expected = arrow_schema(spec)
+    got = {field.name: field.type for field in table.schema}
+    problems = [
+        f"{field.name} is {got.get(field.name, 'missing')}, expected {field.type}"
+        for field in expected
+        if got.get(field.name) != field.type
+    ]
+    extra = sorted(set(got) - set(expected.names))
+    if extra:
+        problems.append(f"unexpected columns: {', '.join(extra)}")
+    if problems:
+        raise FrameError(f"Arrow table does not match table {spec.name}: {'; '.join(problems)}")
+    return pa.Table.from_arrays([table[name] for name in expected.names], schema=expected)
+
+
 def _check_values(spec: TableSpec, table: pa.Table) -> None:
     """Every number finite and no NUL in any text: what every table of the warehouse promises
     (PostgreSQL cannot store a NUL, and an inf would poison every sum downstream)."""
@@ -167,21 +184,28 @@ def _check_unique_time(spec: TableSpec, table: pa.Table) -> None:
 
 
 def frame_to_arrow(
-    spec: TableSpec, df: pd.DataFrame, window: Window, slice_: Mapping[str, str]
+    spec: TableSpec, df: pd.DataFrame | pa.Table, window: Window, slice_: Mapping[str, str]
 ) -> pa.Table:
-    """Validate `df` for a write of (window, slice) to `spec`; return it as canonical Arrow."""
-    if not isinstance(df, pd.DataFrame):
+    """Validate `df` for a write of (window, slice) to `spec`; return it as canonical Arrow.
+
+    `df` is a pandas frame with the table's dtypes, or an Arrow table with exactly its canonical
+    Arrow types (what a producer that parses straight into Arrow hands over, unconverted).
+    """
+    if isinstance(df, pa.Table):
+        table = _canonical(spec, df)
+    elif isinstance(df, pd.DataFrame):
+        check_columns(spec, df)
+        try:
+            raw = pa.Table.from_pandas(df[list(spec.column_names)], preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise FrameError(f"frame for {spec.name} cannot be converted: {exc}") from None
+        arrays = [_cast_column(spec, name, raw[name]) for name in spec.column_names]
+        table = pa.Table.from_arrays(arrays, schema=arrow_schema(spec))
+    else:
         raise FrameError(
-            f"the warehouse IO manager writes pandas DataFrames (or an iterable of them) to "
-            f"{spec.name}, got {type(df).__name__}"
+            f"the warehouse IO manager writes pandas DataFrames or Arrow tables (or an iterable "
+            f"of them) to {spec.name}, got {type(df).__name__}"
         )
-    check_columns(spec, df)
-    try:
-        raw = pa.Table.from_pandas(df[list(spec.column_names)], preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise FrameError(f"frame for {spec.name} cannot be converted: {exc}") from None
-    arrays = [_cast_column(spec, name, raw[name]) for name in spec.column_names]
-    table = pa.Table.from_arrays(arrays, schema=arrow_schema(spec))
     nulls = [f"{n} ({table[n].null_count})" for n in spec.column_names if table[n].null_count]
     if nulls:
         raise FrameError(

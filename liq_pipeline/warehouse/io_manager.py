@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 from pydantic import Field
 
 from liq_pipeline.redaction import SecretsMaskedInRepr
@@ -88,8 +89,8 @@ def _window(context: dg.OutputContext | dg.InputContext) -> Window:
     return Window(tw.start, tw.end)
 
 
-def _frames(obj: object, table: str) -> Iterable[pd.DataFrame]:
-    if isinstance(obj, pd.DataFrame):
+def _frames(obj: object, table: str) -> Iterable[pd.DataFrame | pa.Table]:
+    if isinstance(obj, pd.DataFrame | pa.Table):
         return (obj,)
     if obj is None:
         raise WarehouseError(

@@ -4,11 +4,12 @@ from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from liq_pipeline.assets.kwery import KweryDayBatches
 from liq_pipeline.clients import KweryClient
-from liq_pipeline.clients.kwery import KweryResult, KweryStats, kwery_frame
+from liq_pipeline.clients.kwery import KWERY_SCHEMA, KweryResult, KweryStats, kwery_frame
 from liq_pipeline.partitions import utc_days
 from liq_pipeline.simulator import Simulator
 from liq_pipeline.simulator.data import kwery_events
@@ -29,7 +30,7 @@ def test_one_frame_per_day_exactly_as_served_with_each_days_own_figures():
     with Simulator(port=0, now=dt.datetime(2026, 3, 21, tzinfo=dt.UTC)) as sim:
         client = KweryClient("demo-business-key", sim.url, sleep=lambda s: None)
         batches = KweryDayBatches(client, "BTC", DAY1, DAY3, reported.__setitem__)
-        frames = list(batches)
+        frames = [table.to_pandas() for table in batches]
         remaining = sim.credits_remaining("demo-business-key")
     per_day = [kwery_events("BTC", d.date()) for d in (DAY1, DAY2)]
     assert len(frames) == 2
@@ -75,7 +76,8 @@ class ServedFrames:
     ) -> Iterator[tuple[dt.datetime, KweryResult]]:
         for day in days:
             frame = self.frames[day]
-            yield day, KweryResult(frame, KweryStats(requests=1, pages=1, rows=len(frame)))
+            table = pa.Table.from_pandas(frame, schema=KWERY_SCHEMA, preserve_index=False)
+            yield day, KweryResult(table, KweryStats(requests=1, pages=1, rows=len(frame)))
 
 
 def event(ts: str, side: str = "long", qty: float = 0.5, avg: float = 90_000.0, usd=None) -> dict:
@@ -93,7 +95,7 @@ def test_the_usd_check_fails_only_on_the_day_whose_usd_does_not_match():
         ]
     )
     batches = KweryDayBatches(ServedFrames({DAY1: day1, DAY2: day2}), "BTC", DAY1, DAY3)
-    assert [len(f) for f in batches] == [2, 2]
+    assert [t.num_rows for t in batches] == [2, 2]
     good, bad = batches.usd_checks["2026-03-08"], batches.usd_checks["2026-03-09"]
     assert good.passed and good.metadata["mismatched_rows"] == 0
     assert (bad.passed, bad.metadata["mismatched_rows"], bad.metadata["events"]) == (False, 1, 2)
@@ -104,7 +106,7 @@ def test_an_empty_day_is_a_valid_result():
     reported: dict[str, dict] = {}
     empty = kwery_frame([])
     batches = KweryDayBatches(ServedFrames({DAY1: empty}), "BTC", DAY1, DAY2, reported.__setitem__)
-    assert [len(f) for f in batches] == [0]
+    assert [t.num_rows for t in batches] == [0]
     figures = reported["2026-03-08"]
     assert (figures["dagster/row_count"], figures["first_event"], figures["long_usd"]) == (
         0,

@@ -374,8 +374,8 @@ def test_outputs_that_are_not_frames(wh: Warehouse) -> None:
         write(io, "rows")
     with pytest.raises(
         FrameError,
-        match=r"^the warehouse IO manager writes pandas DataFrames \(or an iterable of them\) "
-        r"to kwery_liquidations, got dict$",
+        match=r"^the warehouse IO manager writes pandas DataFrames or Arrow tables \(or an "
+        r"iterable of them\) to kwery_liquidations, got dict$",
     ):
         write(io, [{"timestamp": 1}])
     static = dg.StaticPartitionsDefinition(["a"])

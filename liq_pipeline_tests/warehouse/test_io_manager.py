@@ -318,3 +318,23 @@ def test_unpartitioned_asset_replaces_its_whole_slice(wh: Warehouse) -> None:
     assert meta["run_window"].value == "all rows"
     pd.testing.assert_frame_equal(read(io, None), every_btc)
     pd.testing.assert_frame_equal(read(io, None, asset="kwery_liquidations_eth", metadata=ETH), eth)
+
+
+def test_arrow_tables_are_written_like_frames(wh: Warehouse) -> None:
+    import pyarrow as pa
+
+    from liq_pipeline.clients.kwery import KWERY_SCHEMA
+    from liq_pipeline.warehouse import FrameError
+
+    frame = kwery_frame("2026-03-02", n=7, seed=3)
+    table = pa.Table.from_pandas(frame, schema=KWERY_SCHEMA, preserve_index=False)
+    meta = write(wh.io(), FrameStream([table.slice(0, 4), table.slice(4)]))
+    assert meta["run_rows"] == 7
+    pd.testing.assert_frame_equal(read(wh.io()), frame)
+    wrong = table.set_column(4, "quantity", table["quantity"].cast(pa.float32()))
+    with pytest.raises(FrameError) as err:
+        write(wh.io(), wrong)
+    assert str(err.value) == (
+        "Arrow table does not match table kwery_liquidations: quantity is float, expected double"
+    )
+    pd.testing.assert_frame_equal(read(wh.io()), frame)
