@@ -8,17 +8,14 @@ and all state lands in the git-ignored `.liq/` folder.
 """
 
 import argparse
-import contextlib
 import datetime as dt
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from liq_pipeline.clients import EXCHANGES
+from liq_pipeline.processes import run_child
 from liq_pipeline.simulator import DEMO_NEWHEDGE_TOKEN, Simulator
 from liq_pipeline.warehouse import WarehouseResource
 
@@ -109,46 +106,6 @@ def run_dev(root: Path, simulator_port: int, ui_port: int) -> int:
         dagster = str(Path(sys.executable).with_name("dagster"))
         command = [dagster, "dev", "-w", "workspace.yaml", "-p", str(ui_port)]
         return run_child(command, cwd=root, env=demo_env(root, sim.url))
-
-
-def run_child(command: list[str], *, cwd: Path, env: dict[str, str], stdout: Any = None) -> int:
-    """Run `command` in its own process group; Ctrl-C or SIGTERM stop it (and its children).
-
-    The child (a dagster CLI, or `dagster dev` with its webserver and daemon) gets SIGINT, the
-    polite stop Dagster handles, then SIGKILL if it is still there after STOP_GRACE_S; the
-    simulator is closed by the caller either way.
-    """
-    child = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=stdout, stderr=subprocess.STDOUT if stdout else None,
-        start_new_session=True,  # our signals reach the group only through us
-    )  # fmt: skip
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    try:
-        return child.wait()
-    except KeyboardInterrupt:
-        print("\nStopping...", file=sys.stderr)
-        _stop(child)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-STOP_GRACE_S = 15.0
-
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def _stop(child: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(child.pid, signal.SIGINT)
-    try:
-        child.wait(STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)
-        child.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -339,3 +339,29 @@ def test_a_rejected_key_fails_with_an_actionable_message_and_leaks_nowhere(cli: 
     assert "the api-key is missing or invalid; check KWERY_API_KEY." in output
     assert "api-key=***&symbol=BTC" in output
     assert cli.read("kwery_liquidations", "2026-03-10", "2026-03-10", symbol="BTC").empty
+
+
+def test_liq_backfill_runs_chunks_and_names_the_chunk_to_resume_from(cli: Cli, sim: Simulator):
+    def backfill(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [str(Path(DAGSTER).with_name("liq-backfill")), *args], cwd=cli.home, env=cli.env,
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        cli.outputs.append(result.stdout + result.stderr)
+        return result
+
+    ok(backfill("2026-03-05", "2026-03-09", "--chunk-days", "3"))
+    assert [run.tags["dagster/asset_partition_range_start"] for run in cli.runs()] == [
+        "2026-03-08",
+        "2026-03-05",
+    ]  # newest first: two single runs
+    assert_warehouse_matches_simulator(cli, "2026-03-05", "2026-03-09")
+    assert_every_day_tells_its_own_truth(cli, "2026-03-05", "2026-03-09")
+
+    sim.inject("bad_value", api="kwery", skip=1, field="price", value=0)
+    result = backfill("2026-03-01", "2026-03-09", "--chunk-days", "3")
+    assert result.returncode != 0
+    assert "  chunk 1/3 2026-03-01...2026-03-03 (3 days): FAILED in " in result.stdout
+    assert "liq-backfill 2026-03-01 2026-03-09 --job backfill_job --chunk-days 3" in result.stdout
+    assert "field 'price' must be a finite number > 0" in result.stdout
+    assert_warehouse_matches_simulator(cli, "2026-03-05", "2026-03-09")  # untouched
