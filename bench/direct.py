@@ -21,7 +21,8 @@ import json  # noqa: E402
 
 import dagster as dg  # noqa: E402
 
-from liq_pipeline.assets.kwery import KWERY_TABLE, KweryDayBatches  # noqa: E402
+from liq_pipeline.assets.kwery import KweryDayBatches  # noqa: E402
+from liq_pipeline.contract import KWERY_TABLE  # noqa: E402
 from liq_pipeline.resources import KweryResource  # noqa: E402  # its defaults, as in a run
 from liq_pipeline.warehouse import WarehouseIOManager, warehouse_metadata  # noqa: E402
 

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from liq_pipeline.clients import EXCHANGES
+from liq_pipeline.contract import EXCHANGES
 from liq_pipeline.processes import run_child
 from liq_pipeline.simulator import DEMO_NEWHEDGE_TOKEN, Simulator
 from liq_pipeline.warehouse import WarehouseResource

@@ -12,13 +12,12 @@ import pyarrow.compute as pc
 from liq_pipeline.assets.api_errors import as_dagster_failure
 from liq_pipeline.clients import KweryClient, KweryStats
 from liq_pipeline.clients.errors import LiqApiError
+from liq_pipeline.contract import KWERY_TABLE, SIDES
 from liq_pipeline.partitions import partition_key, run_window, utc_days
 from liq_pipeline.per_day import DayCheck, check_evaluations, markdown_table
 from liq_pipeline.resources import KweryResource
 from liq_pipeline.warehouse import FrameStream, warehouse_metadata
 
-KWERY_TABLE = "kwery_liquidations"
-VALID_SIDES = ("long", "short")
 # usd_value is quantity × avg_price rounded by the API; allow a cent plus relative float noise.
 USD_ABS_TOLERANCE = 0.01
 USD_REL_TOLERANCE = 1e-9
@@ -123,7 +122,7 @@ def _first_and_last(table: pa.Table) -> tuple[str | None, str | None]:
 def side_figures(table: pa.Table) -> dict[str, Any]:
     """Events and liquidated USD per side."""
     figures: dict[str, Any] = {}
-    for side in VALID_SIDES:
+    for side in SIDES:
         of_side = pc.filter(table["usd_value"], pc.equal(table["side"], side))
         figures[f"{side}_events"] = len(of_side)
         figures[f"{side}_usd"] = round(pc.sum(of_side).as_py() or 0.0, 2)

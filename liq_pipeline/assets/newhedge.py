@@ -6,8 +6,8 @@ import dagster as dg
 import pandas as pd
 
 from liq_pipeline.assets.api_errors import as_dagster_failure
-from liq_pipeline.clients import NEWHEDGE_METRICS
 from liq_pipeline.clients.errors import LiqApiError
+from liq_pipeline.contract import NEWHEDGE_METRICS
 from liq_pipeline.partitions import partition_key, run_window, window_days
 from liq_pipeline.per_day import add_day_metadata
 from liq_pipeline.resources import NewhedgeResource

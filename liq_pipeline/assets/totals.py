@@ -5,12 +5,12 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from liq_pipeline.clients import EXCHANGES, NEWHEDGE_METRICS, SIDES
+from liq_pipeline.contract import EXCHANGES, NEWHEDGE_METRICS, SIDES, TOTALS_TABLE
 from liq_pipeline.partitions import partition_key, run_window, window_days
 from liq_pipeline.per_day import add_day_metadata, markdown_table, usd
 from liq_pipeline.warehouse import warehouse_metadata
 
-TOTALS = "daily_liquidation_totals"
+TOTALS = TOTALS_TABLE
 
 
 def part_column(exchange: str, side: str) -> str:

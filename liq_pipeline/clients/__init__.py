@@ -7,7 +7,8 @@ from liq_pipeline.clients.kwery import (
     KweryResult,
     KweryStats,
 )
-from liq_pipeline.clients.newhedge import EXCHANGES, NEWHEDGE_METRICS, SIDES, NewhedgeClient
+from liq_pipeline.clients.newhedge import NewhedgeClient
+from liq_pipeline.contract import EXCHANGES, NEWHEDGE_METRICS, SIDES
 
 __all__ = [
     "EXCHANGES",

@@ -42,6 +42,7 @@ from liq_pipeline.clients.http import (
     error_code,
 )
 from liq_pipeline.clients.limiter import AdaptiveLimit, Stopped
+from liq_pipeline.contract import SIDES
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,7 +66,7 @@ CREDITS_PER_ROW = 2
 
 _TEXT_COLUMNS = ("symbol", "source", "side")
 _NUMBER_COLUMNS = ("quantity", "price", "avg_price", "usd_value")
-_SIDES = frozenset({"long", "short"})
+_SIDES = frozenset(SIDES)
 # A liquidation has a positive size, prices and value. The upper bounds are far beyond any real
 # event (the largest single liquidations on record are a few hundred million USD) and catch
 # garbage such as 1.7e308 or a value in the wrong unit before it reaches sums and charts.

@@ -22,17 +22,12 @@ from liq_pipeline.clients.errors import (
     NewhedgeUnauthorized,
 )
 from liq_pipeline.clients.http import ApiClient, HttpOptions, body_snippet, error_code
+from liq_pipeline.contract import NEWHEDGE_METRICS
 
 logger = logging.getLogger(__name__)
 
 NEWHEDGE_BASE_URL = "https://newhedge.io"
 NEWHEDGE_PATH = "/api/v2/metrics/liquidations/"
-EXCHANGES = ("binance", "bybit", "deribit", "okx")
-SIDES = ("long", "short")
-# The 8 metric names of the contract, defined once: bitcoin_liquidations_<exchange>_<side>.
-NEWHEDGE_METRICS = tuple(
-    f"bitcoin_liquidations_{exchange}_{side}" for exchange in EXCHANGES for side in SIDES
-)
 
 MS_PER_DAY = 86_400_000
 # One exchange's liquidations of one side in one day: the largest days on record are tens of

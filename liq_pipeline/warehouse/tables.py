@@ -18,6 +18,7 @@ from typing import Any, Literal
 import dagster as dg
 import sqlalchemy as sa
 
+from liq_pipeline.contract import EXCHANGES, KWERY_TABLE, NEWHEDGE_METRICS, SIDES, TOTALS_TABLE
 from liq_pipeline.warehouse.errors import WarehouseError
 
 ColumnKind = Literal["timestamp", "date", "float", "text"]
@@ -154,11 +155,8 @@ def _floats(*names: str) -> tuple[Column, ...]:
     return tuple(Column(n, "float") for n in names)
 
 
-EXCHANGES = ("binance", "bybit", "deribit", "okx")
-SIDES = ("long", "short")
-
 KWERY_LIQUIDATIONS = TableSpec(
-    name="kwery_liquidations",
+    name=KWERY_TABLE,
     columns=(
         Column("timestamp", "timestamp"),
         Column("symbol", "text"),
@@ -179,17 +177,16 @@ KWERY_LIQUIDATIONS = TableSpec(
 
 NEWHEDGE_TABLES = tuple(
     TableSpec(
-        name=f"bitcoin_liquidations_{exchange}_{side}",
+        name=metric,
         columns=(Column("day", "date"), Column("value", "float")),
         time_column="day",
         unique_time=True,
     )
-    for exchange in EXCHANGES
-    for side in SIDES
+    for metric in NEWHEDGE_METRICS
 )
 
 DAILY_LIQUIDATION_TOTALS = TableSpec(
-    name="daily_liquidation_totals",
+    name=TOTALS_TABLE,
     columns=(
         Column("day", "date"),
         *_floats(*(f"{e}_{s}_usd" for e in EXCHANGES for s in SIDES)),
