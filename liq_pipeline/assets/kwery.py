@@ -167,7 +167,9 @@ def build_kwery_asset(symbol: str, partitions_def: dg.PartitionsDefinition) -> d
         metadata=warehouse_metadata(KWERY_TABLE, symbol=symbol),
         check_specs=[usd_spec],
     )
-    def kwery_liquidations(context: dg.AssetExecutionContext, kwery: KweryResource):
+    def kwery_liquidations(
+        context: dg.AssetExecutionContext, kwery: KweryResource
+    ) -> Iterator[dg.Output[KweryDayBatches] | dg.AssetCheckEvaluation]:
         window = run_window(context)
 
         def on_day(key: str, metadata: dict[str, Any]) -> None:

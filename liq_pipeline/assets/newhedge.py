@@ -1,5 +1,6 @@
 """The 8 Newhedge daily Bitcoin liquidation series, fetched all-or-nothing, one request each."""
 
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -88,7 +89,9 @@ def build_newhedge_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsD
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool="newhedge_api",
     )
-    def newhedge_metrics(context: dg.AssetExecutionContext, newhedge: NewhedgeResource):
+    def newhedge_metrics(
+        context: dg.AssetExecutionContext, newhedge: NewhedgeResource
+    ) -> Iterator[dg.Output[pd.DataFrame]]:
         """One request per selected metric, whatever the window; all validated before any write."""
         window = run_window(context)
         days = window_days(window.start, window.end)

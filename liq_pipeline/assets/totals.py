@@ -78,7 +78,9 @@ def build_totals_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
         kinds={"python", "pandas"},
         metadata=warehouse_metadata(TOTALS),
     )
-    def daily_liquidation_totals(context: dg.AssetExecutionContext, **inputs: pd.DataFrame):
+    def daily_liquidation_totals(
+        context: dg.AssetExecutionContext, **inputs: pd.DataFrame
+    ) -> dg.Output[pd.DataFrame]:
         """Daily cross-exchange BTC liquidations, USD: per exchange and side, long, short, total."""
         window = run_window(context)
         days = window_days(window.start, window.end)

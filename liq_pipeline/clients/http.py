@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Self, TypedDict, Unpack
+from typing import Self, TypedDict, TypeVar, Unpack
 from urllib.parse import unquote
 
 import orjson
@@ -30,6 +30,7 @@ from liq_pipeline.clients.limiter import AdaptiveLimit, Stopped
 from liq_pipeline.redaction import Redactor
 
 logger = logging.getLogger(__name__)
+E = TypeVar("E", bound=LiqApiError)
 
 BODY_SNIPPET_CHARS = 300
 
@@ -417,12 +418,12 @@ class ApiClient:
 
     def _api_error(
         self,
-        cls: type[LiqApiError],
+        cls: type[E],
         result: HttpResult,
         request: str,
         what_to_do: str,
         code: str | None,
-    ) -> LiqApiError:
+    ) -> E:
         """The typed error of a non-200 answer: status and API code, the redacted request, the
         retries, what to do, and the start of the (redacted) body."""
         status = result.response.status_code

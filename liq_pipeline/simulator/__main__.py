@@ -12,6 +12,7 @@ kwery (default) or newhedge; ``hang`` here hangs for good). Faults with paramete
 """
 
 import argparse
+import datetime as dt
 import signal
 import sys
 import threading
@@ -38,7 +39,7 @@ def _fault(text: str) -> tuple[str, int, str]:
     return kind, count, api
 
 
-def _now(text: str):
+def _now(text: str) -> dt.datetime:
     try:
         return parse_iso(text)
     except ValueError:

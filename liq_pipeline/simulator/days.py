@@ -77,16 +77,22 @@ def build_day(symbol: str, day: dt.date, events: Iterable[Mapping]) -> data.DayD
     lengths = np.array([len(r) for r in serialized], dtype=np.int64)
     ends = np.cumsum(lengths + 1, dtype=np.int64) - 1
     starts = ends - lengths
-    arrays = (
-        np.array(stamps, dtype=np.int64),
-        np.array([row["side"] == "long" for row in rows], dtype=bool),
-        *(np.array([float(row[f]) for row in rows], dtype=np.float64) for f in _NUMBERS),
-        starts,
-        ends,
+    quantity, price, avg_price, usd_value = (
+        np.array([float(row[f]) for row in rows], dtype=np.float64) for f in _NUMBERS
     )
-    for arr in arrays:
+    arrays = {
+        "ts_ms": np.array(stamps, dtype=np.int64),
+        "is_long": np.array([row["side"] == "long" for row in rows], dtype=bool),
+        "quantity": quantity,
+        "price": price,
+        "avg_price": avg_price,
+        "usd_value": usd_value,
+        "starts": starts,
+        "ends": ends,
+    }
+    for arr in arrays.values():
         arr.flags.writeable = False
-    return data.DayData(symbol, day, *arrays, blob=b",".join(serialized))
+    return data.DayData(symbol, day, **arrays, blob=b",".join(serialized))
 
 
 def _check_event(i: int, event: Mapping, symbol: str) -> tuple[dict, int]:

@@ -157,8 +157,8 @@ def make_fault(
         raise ValueError("skip must be an integer >= 0")
     if metric is not None and (api != "newhedge" or metric not in data.METRICS):
         raise ValueError(f"metric {metric!r} is not a Newhedge metric")
-    given = {"seconds": seconds, "field": field, "row": row, "day": day}
-    given = {name for name, v in given.items() if v is not None}
+    params = {"seconds": seconds, "field": field, "row": row, "day": day}
+    given = {name for name, v in params.items() if v is not None}
     if value is not UNSET:
         given.add("value")
     extra = sorted(given - KIND_PARAMS.get((kind, api), frozenset()))

@@ -455,7 +455,7 @@ class KweryApi:
         if key:
             self.usage.count(key, requests=1)
         try:
-            tier = self._tier(key)
+            key, tier = self._tier(key)
             self._take_token(key, tier)
             q = parse_query(params, tier, self.now())
             self._check_credits(key)
@@ -468,10 +468,11 @@ class KweryApi:
             return self._page(key, tier, q, page)
         return self._faulted(fault, key, tier, q, page)
 
-    def _tier(self, key: str | None) -> KweryTier:
+    def _tier(self, key: str | None) -> tuple[str, KweryTier]:
+        """The key, known to be valid, and its tier."""
         if not key or key not in self.keys:
             raise KweryError(401, "unauthorized", "Missing or invalid api-key.")
-        return self.tiers[self.keys[key]]
+        return key, self.tiers[self.keys[key]]
 
     def _take_token(self, key: str, tier: KweryTier) -> None:
         wait = self.usage.rate_wait(key, tier.rate_per_s, tier.burst)
@@ -489,7 +490,7 @@ class KweryApi:
 
     def _error(self, err: KweryError, key: str | None) -> Response:
         headers = [("X-Credits-Used", "0")]
-        if key in self.keys:
+        if key is not None and key in self.keys:
             headers.append(("X-Credits-Remaining", str(self.credits_remaining(key))))
         if err.retry_after is not None:
             headers.append(("Retry-After", err.retry_after))

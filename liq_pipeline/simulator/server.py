@@ -159,8 +159,8 @@ class Simulator:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("Simulator is not started (use `with Simulator(...)` or .start())")
-        host, port = self._server.server_address[:2]
-        host = f"[{host}]" if ":" in str(host) else host
+        host, port = (str(part) for part in self._server.server_address[:2])
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}"
 
     # -- clock -------------------------------------------------------------------------------
