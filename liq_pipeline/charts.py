@@ -126,9 +126,7 @@ def bars_chart(bars: pd.DataFrame, cascades: pd.DataFrame, day: pd.Timestamp, ti
     return _png(fig)
 
 
-def _bars(
-    ax: Any, x: np.ndarray, bottom: np.ndarray, height: np.ndarray, **style: Any
-) -> None:
+def _bars(ax: Any, x: np.ndarray, bottom: np.ndarray, height: np.ndarray, **style: Any) -> None:
     """Bars 0.8 wide as ONE polygon collection (`ax.bar` adds a patch per bar: ~4 ms each)."""
     from matplotlib.collections import PolyCollection
 
