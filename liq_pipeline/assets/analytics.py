@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
@@ -56,53 +57,60 @@ def compute_bars(events: pd.DataFrame) -> pd.DataFrame:
     if events.empty:
         return empty_frame(spec)
     minute = events["timestamp"].dt.floor("min").rename("bucket_start")
-    bars = (
-        events.groupby([minute, events["symbol"], events["side"]], sort=True)
-        .agg(
-            events=("usd_value", "size"),
-            quantity=("quantity", "sum"),
-            usd_value=("usd_value", "sum"),
-            max_usd_value=("usd_value", "max"),
-        )
-        .reset_index()
-    )
+    # One aggregation per column: ~3x faster than a named .agg() of the same four.
+    grouped = events.groupby([minute, "symbol", "side"], sort=True)
+    bars = pd.DataFrame(
+        {
+            "events": grouped.size(),
+            "quantity": grouped["quantity"].sum(),
+            "usd_value": grouped["usd_value"].sum(),
+            "max_usd_value": grouped["usd_value"].max(),
+        }
+    ).reset_index()
     return bars.astype(spec.pandas_dtypes())[list(spec.column_names)]
 
 
 def compute_cascades(
     events: pd.DataFrame, gap_seconds: float, min_events: int, min_usd: float
 ) -> pd.DataFrame:
-    """The cascades of one day's events (module docstring), ordered by start then side.
+    """The cascades of one day's events of one symbol (module docstring), by start then side.
 
-    Vectorized: within each side a gap above `gap_seconds` starts a new run (a cumulative sum
-    of the breaks numbers the runs), then one groupby aggregates every run.
+    Vectorized per side: a gap above `gap_seconds` to the previous event of the side starts a
+    run; `reduceat` over the run starts gives each run's count, sums and max in one pass.
     """
     spec = get_table(CASCADES_TABLE)
+    gap = pd.Timedelta(seconds=gap_seconds).to_timedelta64()
     # Stable: keeps the API order of events in one millisecond (the read's order) unchanged.
     ordered = events.sort_values("timestamp", kind="stable")
-    gap = pd.Timedelta(seconds=gap_seconds)
     found = []
     for side in VALID_SIDES:
         of_side = ordered[ordered["side"] == side]
         if of_side.empty:
             continue
-        run = (of_side["timestamp"].diff() > gap).cumsum().to_numpy()  # the first diff is NaT
-        runs = of_side.groupby(run, sort=True).agg(
-            start=("timestamp", "first"),
-            end=("timestamp", "last"),
-            symbol=("symbol", "first"),
-            side=("side", "first"),
-            events=("usd_value", "size"),
-            quantity=("quantity", "sum"),
-            usd_value=("usd_value", "sum"),
-            max_usd_value=("usd_value", "max"),
-            first_avg_price=("avg_price", "first"),
-            last_avg_price=("avg_price", "last"),
+        times = of_side["timestamp"].dt.tz_localize(None).to_numpy()
+        starts = np.flatnonzero(np.r_[True, np.diff(times) > gap])
+        ends = np.r_[starts[1:], len(times)] - 1
+        usd_value = of_side["usd_value"].to_numpy()
+        avg_price = of_side["avg_price"].to_numpy()
+        runs = pd.DataFrame(
+            {
+                "start": of_side["timestamp"].array[starts],
+                "end": of_side["timestamp"].array[ends],
+                "symbol": of_side["symbol"].array[starts],
+                "side": side,
+                "events": ends - starts + 1,
+                "quantity": np.add.reduceat(of_side["quantity"].to_numpy(), starts),
+                "usd_value": np.add.reduceat(usd_value, starts),
+                "max_usd_value": np.maximum.reduceat(usd_value, starts),
+                "first_avg_price": avg_price[starts],
+                "last_avg_price": avg_price[ends],
+            }
         )
         found.append(runs[(runs["events"] >= min_events) & (runs["usd_value"] >= min_usd)])
-    if not found or all(f.empty for f in found):
+    found = [f for f in found if not f.empty]
+    if not found:
         return empty_frame(spec)
-    cascades = pd.concat([f for f in found if not f.empty], ignore_index=True)
+    cascades = pd.concat(found, ignore_index=True)
     cascades["price_move_pct"] = (
         cascades["last_avg_price"] / cascades["first_avg_price"] - 1.0
     ) * 100.0
