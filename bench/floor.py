@@ -2,10 +2,13 @@
 
     python bench/floor.py --base-url URL --kwery-key KEY --first 2026-03-01 --last 2026-03-20
         (--sqlite PATH | --postgres LIBPQ_URI) [--newhedge-token TOKEN] [--symbol BTC]
+        [--one-cursor]
 
 Run as a child process by bench/run.py, exactly like the `dagster` CLI it is compared with:
 - Kwery: one query per UTC day of [first, last], `limit=1000`, cursor loop (the same pages the
-  pipeline fetches), a bare `requests.Session`, `orjson`.
+  pipeline fetches), a bare `requests.Session`, `orjson`. With `--one-cursor`: ONE query over
+  the whole window and its cursor loop (the plainest sequential fetch; no day ends on a partly
+  filled page, so it needs fewer requests than one query per day).
 - Newhedge (with `--newhedge-token`): the 8 series, one request each, cut to the window.
 - Writes, streamed page by page, in ONE transaction into freshly created tables with the
   warehouse's columns and its (timestamp, symbol) index: PostgreSQL through ADBC (binary COPY of
@@ -66,15 +69,16 @@ class Fetcher:
         return doc
 
     def kwery_pages(
-        self, key: str, symbol: str, first: dt.date, last: dt.date
+        self, key: str, symbol: str, first: dt.date, last: dt.date, *, one_cursor: bool = False
     ) -> Iterator[list[dict[str, Any]]]:
         day = first
         while day <= last:
+            end = last + dt.timedelta(days=1) if one_cursor else day + dt.timedelta(days=1)
             params = {
                 "api-key": key,
                 "symbol": symbol,
                 "start": f"{day.isoformat()}T00:00:00.000Z",
-                "end": f"{(day + dt.timedelta(days=1)).isoformat()}T00:00:00.000Z",
+                "end": f"{end.isoformat()}T00:00:00.000Z",
                 "side": "all",
                 "limit": "1000",
             }
@@ -86,7 +90,7 @@ class Fetcher:
                 if not doc["meta"]["has_more"]:
                     break
                 cursor = doc["meta"]["next_cursor"]
-            day += dt.timedelta(days=1)
+            day = end
 
     def newhedge(self, token: str, first: dt.date, last: dt.date) -> dict[str, list[list[Any]]]:
         lo = (first - EPOCH).days * DAY_MS
@@ -183,6 +187,9 @@ def main() -> None:
     parser.add_argument("--symbol", default="BTC")
     parser.add_argument("--first", type=dt.date.fromisoformat, required=True)
     parser.add_argument("--last", type=dt.date.fromisoformat, required=True)
+    parser.add_argument(
+        "--one-cursor", action="store_true", help="one Kwery query over the whole window"
+    )
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--sqlite", help="path of a new SQLite file")
     target.add_argument("--postgres", help="libpq URI; tables go to the first search_path schema")
@@ -195,7 +202,9 @@ def main() -> None:
 
     started = time.perf_counter()
     fetcher = Fetcher(args.base_url)
-    pages = fetcher.kwery_pages(args.kwery_key, args.symbol, args.first, args.last)
+    pages = fetcher.kwery_pages(
+        args.kwery_key, args.symbol, args.first, args.last, one_cursor=args.one_cursor
+    )
 
     kwery_done: list[float] = []
 

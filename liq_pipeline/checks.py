@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from liq_pipeline.assets.kwery import kwery_asset_name
-from liq_pipeline.partitions import partition_key, window_days
+from liq_pipeline.partitions import partition_key, run_window, window_days
 from liq_pipeline.per_day import DayCheck, check_evaluations
 from liq_pipeline.warehouse import WarehouseResource
 
@@ -87,7 +87,7 @@ def build_reconciliation_check(partitions_def: dg.PartitionsDefinition) -> dg.As
         binance_long: pd.DataFrame,
         binance_short: pd.DataFrame,
     ):
-        window = context.partition_time_window
+        window = run_window(context)
         days = window_days(window.start, window.end)
         sums = warehouse.kwery_daily_usd_by_side("BTC", window.start, window.end)
         table = reconciliation_table(sums, binance_long, binance_short, days)

@@ -1,11 +1,13 @@
 """The one place the Definitions are built and the environment is read (through dg.EnvVar)."""
 
+import logging
 import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from liq_pipeline.assets.analytics import build_analytics_assets
 from liq_pipeline.assets.kwery import build_kwery_asset
@@ -39,6 +41,34 @@ def default_warehouse_url() -> str:
     """An SQLite file in the git-ignored `.liq/` folder beside the Dagster instance."""
     home = dg.EnvVar("DAGSTER_HOME").get_value() or str(Path.cwd())
     return f"sqlite:///{Path(home).resolve() / '.liq' / 'warehouse.sqlite'}"
+
+
+def instance_home_problem(home: str | None) -> str | None:
+    """What is wrong with DAGSTER_HOME for this project, if anything (None: it is fine)."""
+    if not home:
+        return (
+            "DAGSTER_HOME is not set: Dagster keeps this command's run history in a temporary "
+            "instance that is deleted when it ends, without the API pools. Run "
+            "`export DAGSTER_HOME=/path/to/liq_pipeline` (the folder holding its dagster.yaml)."
+        )
+    config_file = Path(home) / "dagster.yaml"
+    if not config_file.is_file():
+        return (
+            f"DAGSTER_HOME={home} has no dagster.yaml: Dagster runs with its defaults, without "
+            "the one-run-per-API pools. Copy the project's dagster.yaml there (or "
+            "deploy/dagster.postgres.yaml for PostgreSQL instance storage)."
+        )
+    try:
+        config = yaml.safe_load(config_file.read_text()) or {}
+        pools = config.get("concurrency", {}).get("pools")
+    except (yaml.YAMLError, AttributeError):
+        pools = None  # Dagster itself says what is wrong with the file
+    if not pools:
+        return (
+            f"{config_file} sets no concurrency pools: concurrent runs could exceed the APIs' "
+            "rate limits. Start from the project's dagster.yaml or deploy/dagster.postgres.yaml."
+        )
+    return None
 
 
 def env_or_default(name: str, default: str) -> str | dg.EnvVar:
@@ -92,6 +122,9 @@ def build_definitions(
         },
     )
 
+
+if problem := instance_home_problem(dg.EnvVar("DAGSTER_HOME").get_value()):
+    logging.getLogger("liq_pipeline").warning(problem)
 
 defs = build_definitions(
     start_date=dg.EnvVar("LIQ_START_DATE").get_value() or DEFAULT_START_DATE,

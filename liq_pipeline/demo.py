@@ -9,12 +9,15 @@ and all state lands in the git-ignored `.liq/` folder.
 """
 
 import argparse
+import contextlib
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from liq_pipeline.clients import EXCHANGES
 from liq_pipeline.per_day import usd
@@ -114,14 +117,12 @@ def run_demo(root: Path) -> int:
         ]  # fmt: skip
         started = time.perf_counter()
         with log_path.open("w") as log:
-            result = subprocess.run(
-                command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+            returncode = run_child(command, cwd=root, env=env, stdout=log)
         elapsed = time.perf_counter() - started
-        if result.returncode != 0:
+        if returncode != 0:
             print(f"The run failed after {elapsed:.1f}s; last lines of {log_path}:")
             print("".join(log_path.read_text().splitlines(keepends=True)[-25:]))
-            return result.returncode
+            return returncode
         kwery, newhedge = sim.stats(DEMO_KWERY_KEY), sim.stats(DEMO_NEWHEDGE_TOKEN)
     print(f"Run succeeded in {elapsed:.1f}s, warehouse: {warehouse_url}")
     print_summary(warehouse_url, first, last)
@@ -133,23 +134,64 @@ def run_demo(root: Path) -> int:
     return 0
 
 
-def run_dev(root: Path, port: int) -> int:
-    with Simulator(port=port) as sim:
+def run_dev(root: Path, simulator_port: int, ui_port: int) -> int:
+    with Simulator(port=simulator_port) as sim:
         print(f"Simulator of Kwery and Newhedge at {sim.url}; starting dagster dev (Ctrl-C stops)")
-        command = [str(Path(sys.executable).with_name("dagster")), "dev", "-w", "workspace.yaml"]
-        try:
-            return subprocess.run(command, cwd=root, env=demo_env(root, sim.url)).returncode
-        except KeyboardInterrupt:
-            return 0
+        dagster = str(Path(sys.executable).with_name("dagster"))
+        command = [dagster, "dev", "-w", "workspace.yaml", "-p", str(ui_port)]
+        return run_child(command, cwd=root, env=demo_env(root, sim.url))
+
+
+def run_child(command: list[str], *, cwd: Path, env: dict[str, str], stdout: Any = None) -> int:
+    """Run `command` in its own process group; Ctrl-C or SIGTERM stop it (and its children).
+
+    The child (a dagster CLI, or `dagster dev` with its webserver and daemon) gets SIGINT, the
+    polite stop Dagster handles, then SIGKILL if it is still there after STOP_GRACE_S; the
+    simulator is closed by the caller either way.
+    """
+    child = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=stdout, stderr=subprocess.STDOUT if stdout else None,
+        start_new_session=True,  # our signals reach the group only through us
+    )  # fmt: skip
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        print("\nStopping...", file=sys.stderr)
+        _stop(child)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+STOP_GRACE_S = 15.0
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(child: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGINT)
+    try:
+        child.wait(STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="liq-demo", description=__doc__.splitlines()[0])
     parser.add_argument("mode", nargs="?", choices=("run", "dev"), default="run")
     parser.add_argument("--simulator-port", type=int, default=8765, help="for `dev` (default 8765)")
+    parser.add_argument("--port", type=int, default=3000, help="the UI's port, for `dev`")
     args = parser.parse_args(argv)
     root = project_root()
-    return run_demo(root) if args.mode == "run" else run_dev(root, args.simulator_port)
+    if args.mode == "run":
+        return run_demo(root)
+    return run_dev(root, args.simulator_port, args.port)
 
 
 if __name__ == "__main__":

@@ -46,3 +46,17 @@ def window_days(start: dt.datetime, end: dt.datetime) -> pd.DatetimeIndex:
 def partition_key(day: dt.date) -> str:
     """The partition key of a UTC day (a date, a UTC midnight or a naive `day` value)."""
     return day.strftime("%Y-%m-%d")
+
+
+def run_window(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> dg.TimeWindow:
+    """The run's UTC window; a reversed range fails at once instead of fetching nothing."""
+    keys = context.partition_key_range
+    if keys.start > keys.end:
+        raise dg.Failure(
+            description=(
+                f"the partition range {keys.start}...{keys.end} is reversed: give the first day "
+                f"first, e.g. --partition-range {keys.end}...{keys.start}"
+            ),
+            allow_retries=False,
+        )
+    return context.partition_time_window

@@ -2,6 +2,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -101,3 +102,31 @@ def test_a_missing_api_key_names_the_variable(monkeypatch, tmp_path):
         'You have attempted to fetch the environment variable "KWERY_API_KEY" which is not set'
         in str(err.value)
     )
+
+
+@pytest.mark.parametrize(
+    ("home", "message"),
+    [
+        (None, "DAGSTER_HOME is not set: Dagster keeps this command's run history in a temporary "),
+        ("empty", "has no dagster.yaml: Dagster runs with its defaults, without the one-run-per"),
+        ("no-pools", "sets no concurrency pools: concurrent runs could exceed the APIs' rate"),
+        ("project", None),
+    ],
+)  # fmt: skip
+def test_loading_warns_when_dagster_home_is_not_the_projects(tmp_path, home, message):
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    if home is not None:
+        env["DAGSTER_HOME"] = str(tmp_path)
+    if home == "no-pools":
+        (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    if home == "project":
+        (tmp_path / "dagster.yaml").write_text(Path("dagster.yaml").read_text())
+    result = subprocess.run(
+        [sys.executable, "-c", "import liq_pipeline.definitions"],
+        env=env, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    if message is None:
+        assert "DAGSTER_HOME" not in result.stderr and "pools" not in result.stderr
+    else:
+        assert message in result.stderr

@@ -4,14 +4,10 @@ Every run's warehouse contents are compared exactly with what the simulator serv
 sentinel key and token are searched for in everything the runs left behind.
 """
 
-import contextlib
 import datetime as dt
 import json
 import math
-import os
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,16 +21,20 @@ from liq_pipeline.clients.kwery import kwery_frame
 from liq_pipeline.per_day import latest_materializations
 from liq_pipeline.simulator import Simulator
 from liq_pipeline.simulator.data import kwery_events, newhedge_value
-from liq_pipeline.warehouse import WarehouseResource
+from liq_pipeline_tests.cli import (
+    DAGSTER,
+    REPO,
+    SENTINEL_KEY,
+    SENTINEL_TOKEN,
+    Cli,
+    credits_for,
+    days_of,
+    ok,
+    sentinel_simulator,
+)
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[1]
-DAGSTER = str(Path(sys.executable).with_name("dagster"))
-# Newhedge has published through 2026-03-20 at this simulator time.
-SIM_NOW = dt.datetime(2026, 3, 21, 12, 0, tzinfo=dt.UTC)
-SENTINEL_KEY = "sk-SENTINEL-kwery-7f3a9c"
-SENTINEL_TOKEN = "SENTINELnewhedgeTOKEN042"  # 24 characters, as the contract requires
 ALL_ASSETS = "*"
 # The checks evaluated once per day of a run (README, Data quality); freshness is judged per asset.
 DAY_CHECKS = (
@@ -46,140 +46,10 @@ DAY_CHECKS = (
 FRESHNESS_TARGETS = ("kwery_liquidations_btc", *NEWHEDGE_METRICS, "daily_liquidation_totals")
 
 
-def credits_for(n_events: int) -> int:
-    return 25 * max(1, math.ceil(n_events / 1000)) + 2 * n_events
-
-
-def day_window(first: str, last: str) -> tuple[dt.datetime, dt.datetime]:
-    start = dt.datetime.fromisoformat(first).replace(tzinfo=dt.UTC)
-    end = dt.datetime.fromisoformat(last).replace(tzinfo=dt.UTC) + dt.timedelta(days=1)
-    return start, end
-
-
-def days_of(first: str, last: str) -> list[dt.date]:
-    start, end = day_window(first, last)
-    return [(start + dt.timedelta(days=i)).date() for i in range((end - start).days)]
-
-
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Simulator]:
-    with Simulator(
-        port=0,
-        now=SIM_NOW,
-        kwery_keys={SENTINEL_KEY: "business"},
-        newhedge_tokens=(SENTINEL_TOKEN,),
-    ) as simulator:
+    with sentinel_simulator() as simulator:
         yield simulator
-
-
-class Cli:
-    """The dagster CLI with the project's dagster.yaml in a temporary DAGSTER_HOME."""
-
-    def __init__(self, home: Path, sim: Simulator, warehouse_url: str) -> None:
-        self.home = home
-        self.warehouse_url = warehouse_url
-        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-        self.env = {
-            **os.environ,
-            "DAGSTER_HOME": str(home),
-            "KWERY_API_KEY": SENTINEL_KEY,
-            "NEWHEDGE_API_TOKEN": SENTINEL_TOKEN,
-            "KWERY_BASE_URL": sim.url,
-            "NEWHEDGE_BASE_URL": sim.url,
-            "LIQ_WAREHOUSE_URL": warehouse_url,
-            "LIQ_START_DATE": "2026-01-01",
-            "LIQ_KWERY_SYMBOLS": "BTC",
-        }
-        self.outputs: list[str] = []
-        self.secrets = (SENTINEL_KEY, SENTINEL_TOKEN)
-
-    def run(self, *args: str) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            [DAGSTER, *args],
-            cwd=self.home,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        self.outputs.append(result.stdout + result.stderr)
-        return result
-
-    def materialize(
-        self, select: str, first: str, last: str | None = None
-    ) -> subprocess.CompletedProcess:
-        partition = (
-            ["--partition", first] if last is None else ["--partition-range", f"{first}...{last}"]
-        )
-        return self.run(
-            "asset", "materialize", "-m", "liq_pipeline.definitions", "--select", select, *partition
-        )  # fmt: skip
-
-    @contextlib.contextmanager
-    def instance(self) -> Iterator[dg.DagsterInstance]:
-        cwd = Path.cwd()
-        os.chdir(self.home)  # dagster.yaml's storage paths are relative to the working directory
-        try:
-            with dg.DagsterInstance.from_config(str(self.home)) as instance:
-                yield instance
-        finally:
-            os.chdir(cwd)
-
-    def runs(self) -> list[dg.DagsterRun]:
-        with self.instance() as instance:
-            return list(instance.get_runs())
-
-    def events(self, event_type: dg.DagsterEventType) -> list[dg.EventLogEntry]:
-        with self.instance() as instance:
-            return [
-                entry
-                for run in instance.get_runs()
-                for entry in instance.all_logs(run.run_id, of_type=event_type)
-            ]
-
-    def check_results(self) -> dict[str, bool]:
-        results = {}
-        for entry in self.events(dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-            evaluation = entry.dagster_event.event_specific_data
-            results[f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"] = (
-                evaluation.passed
-            )
-        return results
-
-    def read(self, table: str, first: str, last: str, **slice_: str) -> pd.DataFrame:
-        start, end = day_window(first, last)
-        return WarehouseResource(url=self.warehouse_url).read(table, start, end, **slice_)
-
-    def instance_processes(self) -> list[int]:
-        """Live processes using this DAGSTER_HOME: the daemon's code server, its run workers."""
-        marker = f"DAGSTER_HOME={self.home}".encode()
-        pids = []
-        for proc in Path("/proc").iterdir():
-            with contextlib.suppress(OSError):  # not a pid, or the process exited meanwhile
-                if proc.name.isdigit() and marker in (proc / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(proc.name))
-        return pids
-
-    def wait_for_instance_processes_to_exit(self) -> None:
-        """Until they exit, SQLite may still checkpoint and delete the storage's -wal files."""
-        deadline = time.monotonic() + 60
-        while (pids := self.instance_processes()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not pids, f"processes still using {self.home} after 60 s: {pids}"
-
-    def assert_no_secrets(self) -> None:
-        """No secret in any CLI output nor any file of the instance (storage, logs, warehouse)."""
-        files = [path for path in self.home.rglob("*") if path.is_file()]
-        assert any(path.suffix == ".db" for path in files)  # run and event-log storage
-        for secret in self.secrets:
-            for output in self.outputs:
-                assert secret not in output
-            for path in files:
-                assert secret.encode() not in path.read_bytes(), path
-
-
-def ok(result: subprocess.CompletedProcess) -> None:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 def assert_warehouse_matches_simulator(cli: Cli, first: str, last: str) -> None:

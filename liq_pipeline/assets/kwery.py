@@ -8,10 +8,10 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from liq_pipeline.assets.api_errors import API_RETRY_POLICY, as_dagster_failure
+from liq_pipeline.assets.api_errors import as_dagster_failure
 from liq_pipeline.clients import KweryClient, KweryStats
 from liq_pipeline.clients.errors import LiqApiError
-from liq_pipeline.partitions import partition_key, utc_days
+from liq_pipeline.partitions import partition_key, run_window, utc_days
 from liq_pipeline.per_day import DayCheck, check_evaluations, markdown_table
 from liq_pipeline.resources import KweryResource
 from liq_pipeline.warehouse import FrameStream, warehouse_metadata
@@ -154,12 +154,11 @@ def build_kwery_asset(symbol: str, partitions_def: dg.PartitionsDefinition) -> d
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"python", "pandas"},
         pool="kwery_api",
-        retry_policy=API_RETRY_POLICY,
         metadata=warehouse_metadata(KWERY_TABLE, symbol=symbol),
         check_specs=[usd_spec],
     )
     def kwery_liquidations(context: dg.AssetExecutionContext, kwery: KweryResource):
-        window = context.partition_time_window
+        window = run_window(context)
 
         def on_day(key: str, metadata: dict[str, Any]) -> None:
             context.add_asset_metadata(metadata, partition_key=key)

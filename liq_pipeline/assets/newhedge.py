@@ -5,36 +5,51 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from liq_pipeline.assets.api_errors import API_RETRY_POLICY, as_dagster_failure
+from liq_pipeline.assets.api_errors import as_dagster_failure
 from liq_pipeline.clients import NEWHEDGE_METRICS
 from liq_pipeline.clients.errors import LiqApiError
-from liq_pipeline.partitions import partition_key, window_days
+from liq_pipeline.partitions import partition_key, run_window, window_days
 from liq_pipeline.per_day import add_day_metadata
 from liq_pipeline.resources import NewhedgeResource
 from liq_pipeline.warehouse import warehouse_metadata
 
 
-class NotPublishedYet(Exception):
-    """A day of the run window is not in the metric's series yet."""
+class MissingDays(Exception):
+    """Days of the run window that are not in a metric's series (late, or a gap in it)."""
 
 
 def cut_window(metric: str, series: pd.DataFrame, days: pd.DatetimeIndex) -> pd.DataFrame:
-    """The series' rows for exactly `days`; raise NotPublishedYet if any day is missing.
+    """The series' rows for exactly `days`; raise MissingDays if any day is missing.
 
-    A published 0.0 is a value; only an absent day is a gap.
+    A published 0.0 is a value; only an absent day is missing. An absent day before the latest
+    published one is a gap in the series (re-running won't fill it); after it, not published yet.
     """
     frame = series[series["day"].isin(days)].reset_index(drop=True)
     missing = days.difference(pd.DatetimeIndex(frame["day"]))
-    if len(missing):
-        latest = series["day"].max() if len(series) else None
-        latest_text = latest.date().isoformat() if latest is not None else "none"
-        shown = ", ".join(d.date().isoformat() for d in missing[:5])
-        more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
-        raise NotPublishedYet(
-            f"{metric}: not published yet for {shown}{more}; latest published day is "
-            f"{latest_text}. Newhedge publishes a day after it ends; re-run these partitions later."
+    if not len(missing):
+        return frame
+    latest = series["day"].max() if len(series) else None
+    latest_text = latest.date().isoformat() if latest is not None else "none"
+    gaps = missing[missing < latest] if latest is not None else missing[:0]
+    late = missing.difference(gaps)
+    problems = []
+    if len(gaps):
+        problems.append(
+            f"no value for {_days_text(gaps)} although later days are published (latest "
+            f"published day is {latest_text}): a gap in Newhedge's series, which re-running "
+            "will not fill; leave these days out of the range or ask Newhedge"
         )
-    return frame
+    if len(late):
+        problems.append(
+            f"not published yet for {_days_text(late)}; latest published day is {latest_text}. "
+            "Newhedge publishes a day after it ends; re-run these partitions later"
+        )
+    raise MissingDays(f"{metric}: " + "; and ".join(problems) + ".")
+
+
+def _days_text(days: pd.DatetimeIndex) -> str:
+    shown = ", ".join(d.date().isoformat() for d in days[:5])
+    return shown + (f" (+{len(days) - 5} more)" if len(days) > 5 else "")
 
 
 def day_metadata(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -72,11 +87,10 @@ def build_newhedge_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsD
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool="newhedge_api",
-        retry_policy=API_RETRY_POLICY,
     )
     def newhedge_metrics(context: dg.AssetExecutionContext, newhedge: NewhedgeResource):
         """One request per selected metric, whatever the window; all validated before any write."""
-        window = context.partition_time_window
+        window = run_window(context)
         days = window_days(window.start, window.end)
         metrics = sorted(key.path[-1] for key in context.selected_asset_keys)
         frames = {}
@@ -86,7 +100,7 @@ def build_newhedge_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsD
                     frames[metric] = cut_window(metric, client.fetch_series(metric), days)
         except LiqApiError as exc:
             raise as_dagster_failure(exc) from None
-        except NotPublishedYet as exc:
+        except MissingDays as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         for metric, frame in frames.items():
             add_day_metadata(context, day_metadata(frame), asset_key=dg.AssetKey(metric))

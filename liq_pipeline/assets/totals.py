@@ -8,7 +8,7 @@ import pandas as pd
 
 from liq_pipeline import charts
 from liq_pipeline.clients import EXCHANGES, NEWHEDGE_METRICS, SIDES
-from liq_pipeline.partitions import partition_key, window_days
+from liq_pipeline.partitions import partition_key, run_window, window_days
 from liq_pipeline.per_day import add_day_metadata, markdown_table, usd
 from liq_pipeline.warehouse import WarehouseResource, warehouse_metadata
 
@@ -125,7 +125,7 @@ def build_totals_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, **inputs: pd.DataFrame
     ):
         """Daily cross-exchange BTC liquidations, USD: per exchange and side, long, short, total."""
-        window = context.partition_time_window
+        window = run_window(context)
         days = window_days(window.start, window.end)
         missing = missing_metric_days(inputs, days)
         if missing:

@@ -11,6 +11,7 @@ import email.utils
 import logging
 import math
 import random
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from urllib.parse import unquote
 
 import orjson
 import requests
+import urllib3
 
 from liq_pipeline.clients.errors import LiqApiError
 from liq_pipeline.redaction import Redactor
@@ -29,12 +31,34 @@ logger = logging.getLogger(__name__)
 BODY_SNIPPET_CHARS = 300
 
 # Failures worth another attempt: the request may succeed as is. Anything else from requests
-# (invalid URL, too many redirects, ...) will fail the same way again.
+# (invalid URL, too many redirects, ...) will fail the same way again, and so does a host name
+# that does not resolve (see `_unresolvable`).
 _RETRYABLE_EXCEPTIONS = (
     requests.exceptions.ConnectionError,  # includes ConnectTimeout, dropped/refused connections
     requests.exceptions.Timeout,
     requests.exceptions.ChunkedEncodingError,  # body cut short (fewer bytes than Content-Length)
 )
+# Defaults sized for the APIs: a page answers in well under a second, so 30 s without a byte is a
+# hang; the retry budget bounds a whole run's retries (and hangs) to minutes, not hours.
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 30.0
+RETRY_BUDGET_S = 300.0
+
+
+def _unresolvable(exc: BaseException) -> bool:
+    """Whether a requests error is a DNS failure: the host name does not resolve."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        err = stack.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, socket.gaierror | urllib3.exceptions.NameResolutionError):
+            return True
+        stack.extend([err.__cause__, err.__context__, getattr(err, "reason", None)])
+        stack.extend(arg for arg in err.args if isinstance(arg, BaseException))
+    return False
 
 
 class _RedactingLogFilter(logging.Filter):
@@ -141,35 +165,44 @@ def body_snippet(body: bytes, redact: Callable[[str], str], limit: int = BODY_SN
 
 @dataclass(frozen=True)
 class HttpResult:
-    """The final response of :meth:`Http.get` and the number of attempts it took.
+    """The final response of :meth:`Http.get`, the attempts it took and how they ended.
 
     The response is either not retryable (2xx, 3xx, 4xx other than 429) or the last 429/5xx
-    once the attempts are exhausted; its body has been read completely.
+    once the attempts or the retry budget are used up; its body has been read completely.
+    `tried` says so for messages: "" for one attempt, else e.g. " after 6 attempts".
     """
 
     response: requests.Response
     attempts: int
+    tried: str = ""
 
 
 class HttpOptions(TypedDict, total=False):
     """Keyword options of :class:`Http` that both clients pass through."""
 
     timeout: float
+    connect_timeout: float
+    retry_budget: float
     max_attempts: int
     backoff_base: float
     backoff_cap: float
     max_retry_after: float
     session: requests.Session | None
     sleep: Callable[[float], object]
+    clock: Callable[[], float]
     rng: random.Random | None
 
 
 class Http:
-    """``requests.Session`` GET with an explicit timeout and bounded retries.
+    """``requests.Session`` GET with explicit timeouts and retries bounded in count and time.
 
     Retries 429 (waiting ``Retry-After`` when it is a usable hint, else backing off), 5xx,
-    timeouts and dropped connections, at most ``max_attempts`` attempts in all. Failures without
-    a response raise ``transport_error`` once exhausted; every message is redacted.
+    timeouts and dropped or refused connections: at most ``max_attempts`` attempts per request,
+    and at most ``retry_budget`` seconds spent in failed attempts and waits over the lifetime of
+    the object (one run). A host that does not resolve, an invalid URL and every other error
+    fail at once. Failures without a response raise ``transport_error``; every message is
+    redacted. Each attempt's read timeout is cut to what is left of the budget, so a hanging API
+    fails within it.
     """
 
     def __init__(
@@ -178,17 +211,22 @@ class Http:
         api: str,
         secret: str,
         transport_error: type[LiqApiError],
-        timeout: float = 30.0,
+        timeout: float = READ_TIMEOUT_S,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+        retry_budget: float = RETRY_BUDGET_S,
         max_attempts: int = 6,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         max_retry_after: float = 120.0,
         session: requests.Session | None = None,
         sleep: Callable[[float], object] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        if not timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if not (timeout > 0 and connect_timeout > 0):
+            raise ValueError(f"timeouts must be > 0 seconds, got {timeout!r}, {connect_timeout!r}")
+        if not retry_budget >= 0:
+            raise ValueError(f"retry_budget must be >= 0 seconds, got {retry_budget!r}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts!r}")
         if backoff_base < 0 or backoff_cap < 0 or max_retry_after < 0:
@@ -198,6 +236,8 @@ class Http:
         _protect_urllib3_logs()
         self._transport_error = transport_error
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.retry_budget = retry_budget
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -205,9 +245,11 @@ class Http:
         self._owns_session = session is None
         self.session = session if session is not None else requests.Session()
         self._sleep = sleep
+        self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self.requests = 0  # HTTP requests sent (every attempt), over the lifetime of this object
         self.retries = 0  # attempts that were failures followed by another attempt
+        self.retry_seconds = 0.0  # spent in failed attempts and waits (what the budget bounds)
 
     def display_url(self, url: str, params: Mapping[str, str]) -> str:
         """The full request URL with the secret redacted, for messages and logs."""
@@ -224,10 +266,18 @@ class Http:
             response: requests.Response | None = None
             failure: str | None = None
             retryable = True
+            started = self._clock()
+            # A hang must not outlast the budget: the read timeout is what is left of it.
+            read_timeout = max(1.0, min(self.timeout, self.retry_budget - self.retry_seconds))
             try:
-                response = self.session.get(url, params=params, timeout=self.timeout)
+                response = self.session.get(
+                    url, params=params, timeout=(self.connect_timeout, read_timeout)
+                )
             except _RETRYABLE_EXCEPTIONS as exc:
                 failure = f"{type(exc).__name__}: {self.redact(str(exc))}"
+                if _unresolvable(exc):
+                    failure = "the host name does not resolve (DNS)"
+                    retryable = False
             except Exception as exc:  # anything else may also quote the URL: never let it out raw
                 failure = f"{type(exc).__name__}: {self.redact(str(exc))}"
                 retryable = False
@@ -235,19 +285,26 @@ class Http:
             if response is not None:
                 status = response.status_code
                 if status != 429 and status < 500:
-                    return HttpResult(response, attempt)
+                    return HttpResult(response, attempt, self._tried(attempt))
                 reason = f"HTTP {status}"
             else:
                 reason = failure or "request failed"
-            if not retryable or attempt >= self.max_attempts:
-                if response is not None:
-                    return HttpResult(response, attempt)
-                tried = f"after {attempt} attempt{'s' if attempt > 1 else ''}"
-                raise self._transport_error(
-                    f"{self.api}: GET {self.display_url(url, params)} failed {tried}: {reason}. "
-                    "Check the network and the base URL, then retry the run."
-                )
+            self.retry_seconds += self._clock() - started
             wait, note = self._wait(attempt, response)
+            out_of_budget = self.retry_seconds + wait > self.retry_budget
+            if not retryable or attempt >= self.max_attempts or out_of_budget:
+                tried = self._tried(attempt, out_of_budget and retryable)
+                if response is not None:
+                    return HttpResult(response, attempt, tried)
+                advice = (
+                    "Check the base URL and the machine's DNS/network; retrying would not help."
+                    if not retryable
+                    else "Check the network and the base URL, then retry the run."
+                )
+                raise self._transport_error(
+                    f"{self.api}: GET {self.display_url(url, params)} failed{tried}: {reason}. "
+                    + advice
+                )
             self.retries += 1
             logger.warning(
                 "%s: %s%s on attempt %d/%d for GET %s; retrying in %.2f s",
@@ -260,6 +317,16 @@ class Http:
                 wait,
             )
             self._sleep(wait)
+            self.retry_seconds += wait
+
+    def _tried(self, attempt: int, budget_used_up: bool = False) -> str:
+        if budget_used_up:
+            return (
+                f" after {attempt} attempt{'s' if attempt > 1 else ''} and "
+                f"{self.retry_seconds:.0f} s of retries (the run's retry budget of "
+                f"{self.retry_budget:g} s is used up; raise retry_budget_seconds to wait longer)"
+            )
+        return f" after {attempt} attempts" if attempt > 1 else ""
 
     def _wait(self, attempt: int, response: requests.Response | None) -> tuple[float, str]:
         if response is not None and response.status_code in (429, 503):
@@ -280,7 +347,10 @@ class Http:
             self.session.close()
 
     def __repr__(self) -> str:
-        return f"Http(api={self.api!r}, timeout={self.timeout!r}, max_attempts={self.max_attempts})"
+        return (
+            f"Http(api={self.api!r}, timeout={self.timeout!r}, max_attempts={self.max_attempts}, "
+            f"retry_budget={self.retry_budget!r})"
+        )
 
 
 class ApiClient:
@@ -297,6 +367,25 @@ class ApiClient:
     ) -> None:
         self.base_url = normalise_base_url(base_url)
         self._http = Http(api=api, secret=secret, transport_error=transport_error, **http)
+
+    def _api_error(
+        self,
+        cls: type[LiqApiError],
+        result: HttpResult,
+        request: str,
+        what_to_do: str,
+        code: str | None,
+    ) -> LiqApiError:
+        """The typed error of a non-200 answer: status and API code, the redacted request, the
+        retries, what to do, and the start of the (redacted) body."""
+        status = result.response.status_code
+        body = body_snippet(result.response.content, self._http.redact)
+        return cls(
+            f"{self._http.api} API error {status}{' ' + code if code else ''} for {request}"
+            f"{result.tried}: {what_to_do}. Response body: {body}",
+            status=status,
+            code=code,
+        )
 
     @property
     def requests(self) -> int:

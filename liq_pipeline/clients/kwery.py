@@ -7,6 +7,7 @@ never fetched twice.
 
 import logging
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -59,6 +60,11 @@ CREDITS_PER_ROW = 2
 _TEXT_COLUMNS = ("symbol", "source", "side")
 _NUMBER_COLUMNS = ("quantity", "price", "avg_price", "usd_value")
 _SIDES = frozenset({"long", "short"})
+# A liquidation has a positive size, prices and value. The upper bounds are far beyond any real
+# event (the largest single liquidations on record are a few hundred million USD) and catch
+# garbage such as 1.7e308 or a value in the wrong unit before it reaches sums and charts.
+_NUMBER_BOUNDS = {"quantity": 1e15, "price": 1e15, "avg_price": 1e15, "usd_value": 1e11}
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -147,16 +153,41 @@ def kwery_frame(rows: Sequence[Any]) -> pd.DataFrame:
 
     data: dict[str, Any] = {"timestamp": timestamps}
     for name in _TEXT_COLUMNS:
+        _check_text(name, columns[name])
         data[name] = pd.array(columns[name], dtype="str")
     for name in _NUMBER_COLUMNS:
-        try:
-            values = np.array(columns[name], dtype=np.float64)
-        except OverflowError:
-            values = np.array([math.inf])
-        if not np.isfinite(values).all():
-            raise KweryProtocolError(f"field {name!r} has a number too large for a float64")
-        data[name] = values
+        data[name] = _checked_numbers(name, columns[name])
     return pd.DataFrame(data, columns=list(KWERY_COLUMNS))
+
+
+def _check_text(name: str, values: list[str]) -> None:
+    # Distinct values only: a page repeats the same few symbols and sources.
+    bad = [value for value in set(values) if _CONTROL_CHARACTER.search(value)]
+    if bad:
+        i = next(i for i, value in enumerate(values) if _CONTROL_CHARACTER.search(value))
+        char = _CONTROL_CHARACTER.search(values[i]).group()  # type: ignore[union-attr]
+        raise KweryProtocolError(
+            f"row {i}: field {name!r} contains the control character U+{ord(char):04X}: "
+            f"{values[i]!r:.60}"
+        )
+
+
+def _checked_numbers(name: str, values: list[int | float]) -> np.ndarray:
+    """The column as float64, if every value is finite, > 0 and at most its bound."""
+    try:
+        array = np.array(values, dtype=np.float64)
+    except OverflowError:  # an integer beyond float64
+        array = np.array([math.inf if abs(v) > 1e308 else v for v in values], dtype=np.float64)
+    bound = _NUMBER_BOUNDS[name]
+    with np.errstate(invalid="ignore"):
+        bad = ~((array > 0) & (array <= bound))  # NaN and inf fail too
+    if bad.any():
+        i = int(bad.argmax())
+        raise KweryProtocolError(
+            f"row {i}: field {name!r} must be a finite number > 0 and <= {bound:.0e}, "
+            f"got {values[i]!r:.40}"
+        )
+    return array
 
 
 def _first_bad_row(rows: Sequence[Any]) -> str:
@@ -440,61 +471,19 @@ class KweryClient(ApiClient):
                 "truncated the result. Not storing a partial result: use a higher tier or "
                 "fetch a smaller range."
             )
-        body = response.content
-        problem: str | None = None
         try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            doc = None
-            problem = "the body is not valid JSON"
-        if problem is None:
-            problem = _envelope_problem(doc)
-        if problem is None:
-            rows = doc["data"]
-            header_rows = response.headers.get("X-Rows-Returned")
-            if header_rows is not None and header_rows.strip() != str(len(rows)):
-                problem = (
-                    f"X-Rows-Returned is {header_rows!r:.40} but the body has {len(rows)} rows"
-                )
-            elif len(rows) > limit:
-                problem = f"{len(rows)} rows returned for limit={limit}"
-        frame = None
-        if problem is None:
-            try:
-                frame = kwery_frame(doc["data"])
-            except KweryProtocolError as exc:
-                problem = str(exc)
-        if problem is None:
-            outside = (frame["timestamp"] < pd.Timestamp(start_ms, unit="ms", tz=UTC)) | (
-                frame["timestamp"] >= pd.Timestamp(end_ms, unit="ms", tz=UTC)
-            )
-            if outside.any():
-                i = int(outside.to_numpy().argmax())
-                problem = (
-                    f"row {i}: timestamp {frame['timestamp'].iloc[i].isoformat()} is outside "
-                    f"the requested [{params['start']}, {params['end']})"
-                )
-        if problem is not None:
+            return _read_page(response, params, start_ms, end_ms, limit)
+        except KweryProtocolError as problem:
+            body = body_snippet(response.content, self._http.redact)
             raise KweryProtocolError(
-                f"{self._where(url, params, page)}: {problem}. Body starts: "
-                f"{body_snippet(body, self._http.redact)}"
-            )
-        meta = doc["meta"]
-        return frame, meta["has_more"], meta.get("next_cursor")
+                f"{self._where(url, params, page)}: {problem}. Body starts: {body}"
+            ) from None
 
     def _error(self, result: HttpResult, url: str, params: Mapping[str, str]) -> KweryError:
-        response = result.response
-        status = response.status_code
-        code = error_code(response.content)
-        cls = _error_class(status, code)
-        tried = f" after {result.attempts} attempts" if result.attempts > 1 else ""
-        return cls(
-            f"Kwery API error {status}{' ' + code if code else ''} for GET "
-            f"{self._http.display_url(url, params)}{tried}: {_WHAT_TO_DO[cls]}. "
-            f"Response body: {body_snippet(response.content, self._http.redact)}",
-            status=status,
-            code=code,
-        )
+        code = error_code(result.response.content)
+        cls = _error_class(result.response.status_code, code)
+        return self._api_error(cls, result, f"GET {self._http.display_url(url, params)}",
+                               _WHAT_TO_DO[cls], code)  # fmt: skip
 
     def __repr__(self) -> str:
         return (
@@ -503,20 +492,69 @@ class KweryClient(ApiClient):
         )
 
 
-def _envelope_problem(doc: Any) -> str | None:
+def _read_page(
+    response: Response, params: Mapping[str, str], start_ms: int, end_ms: int, limit: int
+) -> tuple[pd.DataFrame, bool, str | None]:
+    """The rows, has_more and next_cursor of a 200 page; KweryProtocolError names what's wrong."""
+    try:
+        doc = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise KweryProtocolError("the body is not valid JSON") from None
+    _check_envelope(doc)
+    rows = doc["data"]
+    header_rows = response.headers.get("X-Rows-Returned")
+    if header_rows is not None and header_rows.strip() != str(len(rows)):
+        raise KweryProtocolError(
+            f"X-Rows-Returned is {header_rows!r:.40} but the body has {len(rows)} rows"
+        )
+    if len(rows) > limit:
+        raise KweryProtocolError(f"{len(rows)} rows returned for limit={limit}")
+    frame = kwery_frame(rows)
+    _check_rows_answer_the_query(frame, params, start_ms, end_ms)
+    meta = doc["meta"]
+    return frame, meta["has_more"], meta.get("next_cursor")
+
+
+def _check_envelope(doc: Any) -> None:
     if not isinstance(doc, dict):
-        return f"the body is a JSON {type(doc).__name__}, not an object"
+        raise KweryProtocolError(f"the body is a JSON {type(doc).__name__}, not an object")
     if not isinstance(doc.get("data"), list):
-        return "'data' is missing or not a list"
+        raise KweryProtocolError("'data' is missing or not a list")
     meta = doc.get("meta")
     if not isinstance(meta, dict):
-        return "'meta' is missing or not an object"
+        raise KweryProtocolError("'meta' is missing or not an object")
     if type(meta.get("has_more")) is not bool:
-        return f"meta.has_more must be true or false, got {meta.get('has_more')!r:.40}"
+        raise KweryProtocolError(
+            f"meta.has_more must be true or false, got {meta.get('has_more')!r:.40}"
+        )
     cursor = meta.get("next_cursor")
     if cursor is not None and type(cursor) is not str:
-        return f"meta.next_cursor must be a string or null, got {type(cursor).__name__}"
-    return None
+        raise KweryProtocolError(
+            f"meta.next_cursor must be a string or null, got {type(cursor).__name__}"
+        )
+
+
+def _check_rows_answer_the_query(
+    frame: pd.DataFrame, params: Mapping[str, str], start_ms: int, end_ms: int
+) -> None:
+    """Every row is of the symbol asked for and inside the requested [start, end)."""
+    other = frame["symbol"] != params["symbol"]
+    if other.any():
+        i = int(other.to_numpy().argmax())
+        raise KweryProtocolError(
+            f"row {i}: symbol {frame['symbol'].iloc[i]!r:.40} answers a query for "
+            f"{params['symbol']!r}"
+        )
+    ts = frame["timestamp"]
+    outside = (ts < pd.Timestamp(start_ms, unit="ms", tz=UTC)) | (
+        ts >= pd.Timestamp(end_ms, unit="ms", tz=UTC)
+    )
+    if outside.any():
+        i = int(outside.to_numpy().argmax())
+        raise KweryProtocolError(
+            f"row {i}: timestamp {ts.iloc[i].isoformat()} is outside the requested "
+            f"[{params['start']}, {params['end']})"
+        )
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:

@@ -35,6 +35,10 @@ NEWHEDGE_METRICS = tuple(
 )
 
 MS_PER_DAY = 86_400_000
+# One exchange's liquidations of one side in one day: the largest days on record are tens of
+# billions of USD across every exchange. A bound far above that catches garbage (1.7e308 would
+# sum to inf in the totals) without ever refusing a real day.
+MAX_DAILY_USD = 1e12
 # Series start in 2020; anything outside 1970..2200 is not a day of this API.
 _MAX_MS = 7_258_118_400_000
 
@@ -99,7 +103,12 @@ def series_frame(metric: str, doc: Any) -> pd.DataFrame:
             f"{metric}: point {i} has the timestamp {ms[i]} ms, not a plausible day"
         )
     ms_array = np.array(ms, dtype=np.int64)
-    value_array = np.array(values, dtype=np.float64)
+    try:
+        value_array = np.array(values, dtype=np.float64)
+    except (
+        OverflowError
+    ):  # an integer beyond float64: inf, refused below like any implausible value
+        value_array = np.array([v if abs(v) <= 1e308 else np.inf for v in values], dtype=np.float64)
     not_midnight = ms_array % MS_PER_DAY != 0
     if not_midnight.any():
         i = int(not_midnight.argmax())
@@ -114,6 +123,14 @@ def series_frame(metric: str, doc: Any) -> pd.DataFrame:
         day_ms = int(ms_array[repeated[0]])
         raise NewhedgeProtocolError(
             f"{metric}: more than one value for the day {_iso(day_ms)[:10]} ({day_ms} ms)"
+        )
+    with np.errstate(invalid="ignore"):
+        implausible = ~(np.abs(value_array) <= MAX_DAILY_USD)  # NaN and inf too
+    if implausible.any():
+        i = int(implausible.argmax())
+        raise NewhedgeProtocolError(
+            f"{metric}: the value of {_iso(int(ms_array[i]))[:10]} ({int(ms_array[i])} ms) is "
+            f"{float(value_array[i])!r}, not a finite USD amount of at most {MAX_DAILY_USD:.0e}"
         )
     wrong_sign = value_array > 0 if metric.endswith("_short") else value_array < 0
     if wrong_sign.any():
@@ -159,6 +176,13 @@ def _iso(ms: int) -> str:
         return "out of range"
 
 
+def _json(metric: str, body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise NewhedgeProtocolError(f"{metric}: the body is not valid JSON") from None
+
+
 class NewhedgeClient(ApiClient):
     """Newhedge Bitcoin liquidation metrics: one whole daily series per request."""
 
@@ -184,36 +208,18 @@ class NewhedgeClient(ApiClient):
         url = self.base_url + NEWHEDGE_PATH + metric
         params = {"api_token": self._api_token}
         result = self._http.get(url, params)
-        response = result.response
-        status = response.status_code
-        if status != 200:
-            cls = _error_class(status)
-            code = error_code(response.content)
-            tried = f" after {result.attempts} attempts" if result.attempts > 1 else ""
-            raise cls(
-                f"Newhedge API error {status}{' ' + code if code else ''} for metric {metric} "
-                f"(GET {self._http.display_url(url, params)}){tried}: {_WHAT_TO_DO[cls]}. "
-                f"Response body: {body_snippet(response.content, self._http.redact)}",
-                status=status,
-                code=code,
-            )
-        problem: str | None = None
-        frame = None
+        get = f"GET {self._http.display_url(url, params)}"
+        if result.response.status_code != 200:
+            cls = _error_class(result.response.status_code)
+            code = error_code(result.response.content)
+            raise self._api_error(cls, result, f"metric {metric} ({get})", _WHAT_TO_DO[cls], code)
         try:
-            doc = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            problem = f"{metric}: the body is not valid JSON"
-        else:
-            try:
-                frame = series_frame(metric, doc)
-            except NewhedgeProtocolError as exc:
-                problem = str(exc)
-        if problem is not None or frame is None:
+            return series_frame(metric, _json(metric, result.response.content))
+        except NewhedgeProtocolError as problem:
+            body = body_snippet(result.response.content, self._http.redact)
             raise NewhedgeProtocolError(
-                f"Newhedge series {problem} (GET {self._http.display_url(url, params)}). "
-                f"Body starts: {body_snippet(response.content, self._http.redact)}"
-            )
-        return frame
+                f"Newhedge series {problem} ({get}). Body starts: {body}"
+            ) from None
 
     def __repr__(self) -> str:
         return f"NewhedgeClient(base_url={self.base_url!r}, api_token='***')"

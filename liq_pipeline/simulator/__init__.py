@@ -8,14 +8,10 @@ data in `liq_pipeline.simulator.data`, with switchable faults. Demo credentials:
 ``python -m liq_pipeline.simulator``.
 """
 
-from liq_pipeline.simulator.server import (
-    DEFAULT_TIERS,
-    DEMO_KWERY_KEYS,
-    DEMO_NEWHEDGE_TOKEN,
-    FAULT_KINDS,
-    KweryTier,
-    Simulator,
-)
+from liq_pipeline.simulator.faults import FAULT_KINDS
+from liq_pipeline.simulator.kwery import DEFAULT_TIERS, DEMO_KWERY_KEYS, KweryTier
+from liq_pipeline.simulator.newhedge import DEMO_NEWHEDGE_TOKEN
+from liq_pipeline.simulator.server import Simulator
 
 __all__ = [
     "DEFAULT_TIERS",

@@ -3,10 +3,12 @@
     liq-simulator --host 127.0.0.1 --port 8765 [--now 2026-03-10T00:00:00Z] \\
         [--fault 429:3] [--fault drop:1:newhedge] ...
 
-``--fault kind:count[:api]`` queues a fault (kinds: 429 500 502 503 drop malformed_json capped
-repeat_cursor more_no_cursor bad_rows lag; api kwery (default) or newhedge). More faults,
-the clock and stats at run time: ``POST/DELETE /_sim/faults``, ``POST /_sim/now``,
-``GET /_sim/stats?key=...``.
+``--fault kind:count[:api]`` queues a fault that needs no parameters (kinds: 429 500 502 503
+drop malformed_json capped repeat_cursor more_no_cursor bad_rows lag hang echo_secret; api
+kwery (default) or newhedge; ``hang`` here hangs for good). Faults with parameters
+(``bad_value``, ``gap``, ``hang`` with ``seconds``...), the clock and stats at run time:
+``POST/DELETE /_sim/faults``, ``POST /_sim/now``, ``GET /_sim/stats?key=...`` (see
+`liq_pipeline.simulator.faults` and `liq_pipeline.simulator.server`).
 """
 
 import argparse
@@ -15,7 +17,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from liq_pipeline.simulator.server import FAULT_KINDS, Simulator, parse_iso
+from liq_pipeline.simulator.faults import make_fault
+from liq_pipeline.simulator.server import Simulator, parse_iso
 
 
 def _fault(text: str) -> tuple[str, int, str]:
@@ -24,16 +27,14 @@ def _fault(text: str) -> tuple[str, int, str]:
         raise argparse.ArgumentTypeError(f"expected kind:count[:api], got {text!r}")
     kind, count_text = parts[0], parts[1]
     api = parts[2] if len(parts) == 3 else "kwery"
-    if kind not in FAULT_KINDS:
-        raise argparse.ArgumentTypeError(f"unknown fault kind {kind!r}")
-    if api not in FAULT_KINDS[kind]:
-        raise argparse.ArgumentTypeError(f"fault {kind!r} does not apply to api {api!r}")
     try:
         count = int(count_text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"count must be an integer, got {count_text!r}") from None
-    if count < 1:
-        raise argparse.ArgumentTypeError("count must be >= 1")
+    try:
+        make_fault(kind, count, api=api)  # the same checks as Simulator.inject
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     return kind, count, api
 
 
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KIND:COUNT[:API]",
-        help="queue a fault, e.g. 429:3 or drop:1:newhedge (repeatable)",
+        help="queue a fault, e.g. 429:3 or drop:1:newhedge (repeatable; faults with parameters: "
+        "POST /_sim/faults)",
     )
     return parser
 

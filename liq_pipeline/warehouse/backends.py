@@ -1,9 +1,14 @@
 """SQLite and PostgreSQL backends: DDL from SQLAlchemy metadata, writes and reads through ADBC.
 
-Both backends do a partition replace the same way, in ONE transaction:
-lock -> DELETE the run's window (and slice) -> ingest every batch of the stream -> commit.
-Anything failing before the commit (a bad frame, the producer's error, a dropped connection,
-a killed process) rolls the whole write back, so the previous rows stay exactly as they were.
+Both backends replace a partition with ONE flow (`Backend.replace`), written once over dialect
+hooks: stage, then swap.
+1. Stage, outside any lock: consume the frames (for a streamed asset, the API fetch), validate
+   and encode them into a local Arrow file (`frames.Stage`). A failure here touches nothing.
+2. Swap, in ONE short transaction: begin -> lock -> DELETE the run's window (and slice) ->
+   ingest the staged rows -> commit. Anything failing before the commit (a dropped connection, a
+   killed process) rolls the whole write back, so the previous rows stay exactly as they were;
+   a transient database failure (a restart, a dropped connection) retries the swap, within the
+   write's retry budget, from the same stage.
 
 Locking
 - PostgreSQL: transaction-scoped advisory locks, taken before the DELETE so that the DELETE's
@@ -30,12 +35,17 @@ import contextlib
 import datetime as dt
 import hashlib
 import importlib.util
+import logging
+import os
+import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.pool import NullPool
@@ -43,11 +53,12 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from liq_pipeline.redaction import Redactor
 from liq_pipeline.warehouse.errors import WarehouseError
-from liq_pipeline.warehouse.frames import BatchStream, Window, sqlite_value, to_frame
+from liq_pipeline.warehouse.frames import Stage, encode_for_sqlite, sqlite_value, to_frame
 from liq_pipeline.warehouse.tables import (
     SEQ_COLUMN,
     TABLES,
     TableSpec,
+    Window,
     build_metadata,
     qualified,
     quote,
@@ -55,13 +66,46 @@ from liq_pipeline.warehouse.tables import (
     view_sql,
 )
 
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# What a database says when it is restarting or the connection broke: the same statement may
+# succeed in a moment. Anything else (bad password, no such database, a constraint) will not.
+_TRANSIENT_MESSAGES = (
+    "connection refused",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "terminating connection due to administrator command",
+    "server closed the connection unexpectedly",
+    "connection to server was lost",
+    "could not receive data from server",
+    "no connection to the server",
+    "connection reset by peer",
+    "sorry, too many clients already",
+)
+
+
+class TransientWarehouseError(WarehouseError):
+    """The database refused or dropped the connection; the same write may succeed in a moment."""
+
+
+def transient(exc: BaseException) -> bool:
+    return isinstance(exc, TransientWarehouseError) or any(
+        text in str(exc).lower() for text in _TRANSIENT_MESSAGES
+    )
+
 
 class Backend(abc.ABC):
-    """A warehouse database: partition replace, and reads through ADBC shared by both dialects."""
+    """A warehouse database: the partition replace flow and reads, over dialect hooks."""
 
     dialect: str
     schema: str | None
     redact: Redactor
+    lock_timeout_s: float
+    retry_budget_s: float
+    stage_dir: str | None = None
+    sleep: Callable[[float], object] = staticmethod(time.sleep)
 
     @abc.abstractmethod
     def describe(self, spec: TableSpec) -> str: ...
@@ -69,17 +113,109 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def ensure_tables(self) -> None: ...
 
-    @abc.abstractmethod
+    # -- the write flow ---------------------------------------------------------------------
+
     def replace(
         self,
         spec: TableSpec,
         window: Window,
         slice_: Mapping[str, str],
         frames: Iterable[pd.DataFrame],
-    ) -> int: ...
+    ) -> int:
+        """Replace the window (and slice) of `spec` with `frames`; return the rows written."""
+        self.ensure_tables()  # a misconfigured warehouse fails here, before any fetch
+        with Stage(spec, window, slice_, self._encode, self.stage_dir) as stage:
+            stage.fill(frames)  # the fetch and every check, outside any lock
+            self._retrying(f"write to {self.describe(spec)} {window}",
+                           lambda: self._swap(spec, window, slice_, stage))  # fmt: skip
+            return stage.rows
+
+    def _swap(
+        self, spec: TableSpec, window: Window, slice_: Mapping[str, str], stage: Stage
+    ) -> None:
+        """One transaction: begin, lock, delete the window, ingest the stage, commit."""
+        params: list[object] = []
+        where = _where(spec, window, slice_, params, self._mark)
+        conn = self._connect()
+        try:
+            with conn.cursor() as cur:
+                self._begin(cur)
+                self._lock(cur, spec, window)
+                cur.execute(f"DELETE FROM {qualified(spec.storage_name, self.schema)}{where}",
+                            self._bind(params))  # fmt: skip
+                ingested = self._ingest(cur, spec, stage.reader())
+                if ingested not in (-1, stage.rows):  # the driver's count, when it gives one
+                    raise WarehouseError(f"ingest wrote {ingested} rows, expected {stage.rows}")
+                self._commit(conn, cur)
+        except BaseException as exc:
+            self._rollback(conn)
+            if isinstance(exc, WarehouseError | KeyboardInterrupt | SystemExit):
+                raise
+            if transient(exc):
+                raise TransientWarehouseError(self.redact(str(exc))) from None
+            if self._lock_wait_expired(exc):
+                raise WarehouseError(
+                    f"gave up after {self.lock_timeout_s:g} s waiting for another writer of "
+                    f"{self._locked(spec, window)}"
+                ) from None
+            raise WarehouseError(
+                self.redact(f"write to {self.describe(spec)} {window} failed: {exc}")
+            ) from None
+        finally:
+            _close_quietly(conn)
+
+    def _retrying(self, what: str, attempt: Callable[[], T]) -> T:
+        """`attempt()`, again after a transient database failure, within the retry budget."""
+        spent, tries = 0.0, 0
+        while True:
+            tries += 1
+            try:
+                return attempt()
+            except TransientWarehouseError as exc:
+                wait = random.uniform(0.5, 1.0) * min(30.0, 2.0 ** min(tries, 5))
+                if spent + wait > self.retry_budget_s:
+                    raise WarehouseError(
+                        f"{exc} ({what}: {tries} attempt{'s' if tries > 1 else ''} in "
+                        f"{spent:.0f} s; the retry budget of {self.retry_budget_s:g} s is used "
+                        "up, raise retry_budget_seconds to wait longer)"
+                    ) from None
+                logger.warning("%s: %s; retrying in %.1f s", what, exc, wait)
+                self.sleep(wait)
+                spent += wait
+
+    # -- dialect hooks ----------------------------------------------------------------------
 
     @abc.abstractmethod
-    def _connect(self) -> Any: ...
+    def _connect(self) -> Any:
+        """An ADBC connection; raises TransientWarehouseError if the server may come back."""
+
+    @abc.abstractmethod
+    def _encode(self, table: pa.Table) -> pa.Table:
+        """Canonical Arrow rows as this database stores them."""
+
+    @abc.abstractmethod
+    def _begin(self, cur: Any) -> None: ...
+
+    @abc.abstractmethod
+    def _lock(self, cur: Any, spec: TableSpec, window: Window) -> None:
+        """Exclude every other writer of the window (waiting up to lock_timeout_s)."""
+
+    @abc.abstractmethod
+    def _ingest(self, cur: Any, spec: TableSpec, rows: pa.RecordBatchReader) -> int: ...
+
+    @abc.abstractmethod
+    def _commit(self, conn: Any, cur: Any) -> None: ...
+
+    @abc.abstractmethod
+    def _rollback(self, conn: Any) -> None:
+        """Roll back, quietly: a dead connection has rolled back already."""
+
+    @abc.abstractmethod
+    def _lock_wait_expired(self, exc: BaseException) -> bool: ...
+
+    def _locked(self, spec: TableSpec, window: Window) -> str:
+        """What a write's lock covers, for the message when waiting for it expired."""
+        return f"{self.describe(spec)} {window}"
 
     @abc.abstractmethod
     def _mark(self, i: int) -> str:
@@ -92,6 +228,8 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def _utc_day_sql(self, column: str) -> str:
         """SQL of the UTC day of the quoted timestamp `column`."""
+
+    # -- reads ------------------------------------------------------------------------------
 
     def read(self, spec: TableSpec, window: Window, slice_: Mapping[str, str]) -> pd.DataFrame:
         self.ensure_tables()
@@ -124,24 +262,44 @@ class Backend(abc.ABC):
             _close_quietly(conn)
 
 
-def make_backend(url: str, db_schema: str | None, lock_timeout_s: float) -> Backend:
+def make_backend(
+    url: str,
+    db_schema: str | None = None,
+    lock_timeout_s: float = 600.0,
+    retry_budget_s: float = 300.0,
+    stage_dir: str | None = None,
+) -> Backend:
+    """The backend of a warehouse URL; every setting is checked here, before any fetch."""
     try:
         sa_url = sa.make_url(url)
     except sa.exc.ArgumentError:
-        raise WarehouseError("the warehouse URL is not a valid SQLAlchemy URL") from None
+        raise WarehouseError(
+            "the warehouse URL (LIQ_WAREHOUSE_URL) is not a valid SQLAlchemy URL: use "
+            "sqlite:////abs/path.sqlite or postgresql+psycopg2://user:password@host:5432/db"
+        ) from None
+    except ValueError:  # SQLAlchemy parses the port with int()
+        raise WarehouseError(
+            "the warehouse URL (LIQ_WAREHOUSE_URL) has a port that is not a number"
+        ) from None
     if db_schema is not None:
         validate_identifier(db_schema, "db_schema")
     if lock_timeout_s <= 0:
         raise WarehouseError("lock_timeout_seconds must be positive")
-    backend = sa_url.get_backend_name()
-    if backend == "sqlite":
-        return SqliteBackend(sa_url, db_schema, lock_timeout_s)
-    if backend == "postgresql":
-        return PostgresBackend(sa_url, db_schema, lock_timeout_s)
-    raise WarehouseError(
-        f"unsupported warehouse database {backend!r}: use sqlite:///path or "
-        "postgresql+psycopg2://user@host:5432/db"
-    )
+    if retry_budget_s < 0:
+        raise WarehouseError("retry_budget_seconds must be >= 0")
+    backend_name = sa_url.get_backend_name()
+    backend: Backend
+    if backend_name == "sqlite":
+        backend = SqliteBackend(sa_url, db_schema, lock_timeout_s)
+    elif backend_name == "postgresql":
+        backend = PostgresBackend(sa_url, db_schema, lock_timeout_s)
+    else:
+        raise WarehouseError(
+            f"unsupported warehouse database {backend_name!r}: use sqlite:///path or "
+            "postgresql+psycopg2://user@host:5432/db"
+        )
+    backend.retry_budget_s, backend.stage_dir = retry_budget_s, stage_dir
+    return backend
 
 
 # DDL runs once per (database, schema) and process; guarded so threads do not race.
@@ -211,12 +369,6 @@ def _orig(exc: sa.exc.SQLAlchemyError) -> BaseException:
     return orig if isinstance(orig, BaseException) else exc
 
 
-def _check_ingested(stream: BatchStream, ingested: int) -> None:
-    """Last check before commit: the database took exactly the rows the stream produced."""
-    if ingested not in (-1, stream.rows):
-        raise WarehouseError(f"ingest wrote {ingested} rows, expected {stream.rows}")
-
-
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
 
@@ -266,7 +418,8 @@ class PostgresBackend(Backend):
         return f"{search_path}|{qualified(spec.storage_name, self.schema)}"
 
     def _error(self, what: str, exc: BaseException) -> WarehouseError:
-        return WarehouseError(self.redact(f"{what}: {exc}"))
+        kind = TransientWarehouseError if transient(exc) else WarehouseError
+        return kind(self.redact(f"{what}: {exc}"))
 
     def _connect(self) -> Any:
         import adbc_driver_postgresql.dbapi as pg_dbapi
@@ -276,79 +429,64 @@ class PostgresBackend(Backend):
         except Exception as exc:
             raise self._error("cannot connect to the PostgreSQL warehouse", exc) from None
 
+    def _encode(self, table: pa.Table) -> pa.Table:
+        return table  # PostgreSQL takes the canonical Arrow types as they are (binary COPY)
+
+    def _begin(self, cur: Any) -> None:
+        # The ADBC connection is in a transaction already; bound the lock waits inside it.
+        timeout_ms = max(1, round(self.lock_timeout_s * 1000))
+        cur.execute("SELECT set_config('lock_timeout', $1, true)", parameters=(f"{timeout_ms}ms",))
+        cur.fetchall()
+
+    def _lock(self, cur: Any, spec: TableSpec, window: Window) -> None:
+        for key, exclusive in pg_lock_plan(self.lock_scope(spec), window):
+            fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+            cur.execute(f"SELECT {fn}($1)", parameters=(key,))
+            cur.fetchall()
+
+    def _ingest(self, cur: Any, spec: TableSpec, rows: pa.RecordBatchReader) -> int:
+        return cur.adbc_ingest(spec.storage_name, rows, mode="append", db_schema_name=self.schema)
+
+    def _commit(self, conn: Any, cur: Any) -> None:
+        conn.commit()
+
+    def _rollback(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            conn.rollback()
+
+    def _lock_wait_expired(self, exc: BaseException) -> bool:
+        return "lock timeout" in str(exc)
+
     def ensure_tables(self) -> None:
         ready_key = f"{self.adbc_uri}|{self.schema}"
         with _ready_lock:
             if ready_key in _ready:
                 return
-            engine = sa.create_engine(self.url, poolclass=NullPool)
-            try:
-                try:
-                    conn = engine.connect()
-                except sa.exc.SQLAlchemyError as exc:
-                    msg = "cannot connect to the PostgreSQL warehouse"
-                    raise self._error(msg, _orig(exc)) from None
-                with conn, conn.begin():
-                    # Concurrent CREATE TABLE IF NOT EXISTS can still collide in pg_type.
-                    key = _pg_lock_key("liq_pipeline.ddl")
-                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
-                    if self.schema:
-                        conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}"))
-                    build_metadata(self.schema).create_all(conn)
-                    for spec in TABLES.values():
-                        if spec.ordered:
-                            conn.execute(sa.text(view_sql(spec, self.schema, self.dialect)))
-            except sa.exc.SQLAlchemyError as exc:
-                raise self._error("cannot create the warehouse tables", _orig(exc)) from None
-            finally:
-                engine.dispose()
+            self._retrying("connecting to the PostgreSQL warehouse", self._create_tables)
             _ready.add(ready_key)
 
-    def replace(
-        self,
-        spec: TableSpec,
-        window: Window,
-        slice_: Mapping[str, str],
-        frames: Iterable[pd.DataFrame],
-    ) -> int:
-        self.ensure_tables()
-        stream = BatchStream(spec, frames, window, slice_, sqlite=False)
-        target = qualified(spec.storage_name, self.schema)
-        conn = self._connect()
+    def _create_tables(self) -> None:
+        engine = sa.create_engine(self.url, poolclass=NullPool)
         try:
-            with conn.cursor() as cur:
-                timeout_ms = max(1, round(self.lock_timeout_s * 1000))
-                cur.execute(
-                    "SELECT set_config('lock_timeout', $1, true)", parameters=(f"{timeout_ms}ms",)
-                )
-                cur.fetchall()
-                for key, exclusive in pg_lock_plan(self.lock_scope(spec), window):
-                    fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-                    cur.execute(f"SELECT {fn}($1)", parameters=(key,))
-                    cur.fetchall()
-                params: list[object] = []
-                where = _where(spec, window, slice_, params, self._mark)
-                cur.execute(f"DELETE FROM {target}{where}", parameters=params or None)
-                ingested = cur.adbc_ingest(
-                    spec.storage_name, stream.reader(), mode="append", db_schema_name=self.schema
-                )
-                _check_ingested(stream, ingested)
-            conn.commit()
-        except BaseException as exc:
-            _rollback_quietly(conn)
-            if stream.error is not None:
-                raise stream.error from None
-            if isinstance(exc, WarehouseError | KeyboardInterrupt | SystemExit):
-                raise
-            if "lock timeout" in str(exc):
-                raise WarehouseError(
-                    f"gave up after {self.lock_timeout_s:g} s waiting for another run writing "
-                    f"{self.describe(spec)} {window}"
-                ) from None
-            raise self._error(f"write to {self.describe(spec)} {window} failed", exc) from None
+            try:
+                conn = engine.connect()
+            except sa.exc.SQLAlchemyError as exc:
+                msg = "cannot connect to the PostgreSQL warehouse"
+                raise self._error(msg, _orig(exc)) from None
+            with conn, conn.begin():
+                # Concurrent CREATE TABLE IF NOT EXISTS can still collide in pg_type.
+                key = _pg_lock_key("liq_pipeline.ddl")
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+                if self.schema:
+                    conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}"))
+                build_metadata(self.schema).create_all(conn)
+                for spec in TABLES.values():
+                    if spec.ordered:
+                        conn.execute(sa.text(view_sql(spec, self.schema, self.dialect)))
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._error("cannot create the warehouse tables", _orig(exc)) from None
         finally:
-            _close_quietly(conn)
-        return stream.rows
+            engine.dispose()
 
     def _mark(self, i: int) -> str:
         return f"${i}"
@@ -400,6 +538,7 @@ class SqliteBackend(Backend):
     def _connect(self) -> Any:
         import adbc_driver_sqlite.dbapi as sqlite_dbapi
 
+        self._check_writable()
         try:
             # autocommit: we issue BEGIN IMMEDIATE / COMMIT / ROLLBACK ourselves.
             conn = sqlite_dbapi.connect(self.path, autocommit=True)
@@ -409,11 +548,27 @@ class SqliteBackend(Backend):
             raise WarehouseError(f"cannot open the SQLite warehouse {self.path}: {exc}") from None
         return conn
 
+    def _check_writable(self) -> None:
+        # The driver reports a directory it cannot write as "failed to allocate memory"; SQLite
+        # needs the directory writable too (WAL and shared-memory files beside the database).
+        path = Path(self.path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WarehouseError(
+                f"cannot create the folder of the SQLite warehouse {self.path}: {exc.strerror}"
+            ) from None
+        for place, what in ((path.parent, "folder"), (path, "file")):
+            if place.exists() and not os.access(place, os.W_OK):
+                raise WarehouseError(
+                    f"the SQLite warehouse {what} {place} is not writable (permission denied "
+                    "or a read-only file system); point LIQ_WAREHOUSE_URL at a writable place"
+                )
+
     def ensure_tables(self) -> None:
         with _ready_lock:
             if self.path in _ready:
                 return
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = self._connect()
             try:
                 with conn.cursor() as cur:
@@ -433,44 +588,29 @@ class SqliteBackend(Backend):
                 _close_quietly(conn)
             _ready.add(self.path)
 
-    def replace(
-        self,
-        spec: TableSpec,
-        window: Window,
-        slice_: Mapping[str, str],
-        frames: Iterable[pd.DataFrame],
-    ) -> int:
-        self.ensure_tables()
-        stream = BatchStream(spec, frames, window, slice_, sqlite=True)
-        params: list[object] = []
-        where = _where(spec, window, slice_, params, self._mark)
-        conn = self._connect()
-        began = False
-        try:
-            with conn.cursor() as cur:
-                cur.execute("BEGIN IMMEDIATE")
-                began = True
-                delete = f"DELETE FROM {quote(spec.storage_name)}{where}"
-                cur.execute(delete, _sqlite_params(params))
-                ingested = cur.adbc_ingest(spec.storage_name, stream.reader(), mode="append")
-                _check_ingested(stream, ingested)
-                cur.execute("COMMIT")
-        except BaseException as exc:
-            if began:
-                _sqlite_rollback(conn)
-            if stream.error is not None:
-                raise stream.error from None
-            if isinstance(exc, WarehouseError | KeyboardInterrupt | SystemExit):
-                raise
-            if "locked" in str(exc) or "busy" in str(exc).lower():
-                raise WarehouseError(
-                    f"gave up after {self.lock_timeout_s:g} s waiting for another writer of "
-                    f"{self.path} ({spec.name} {window})"
-                ) from None
-            raise WarehouseError(f"write to {spec.name} {window} failed: {exc}") from None
-        finally:
-            _close_quietly(conn)
-        return stream.rows
+    def _encode(self, table: pa.Table) -> pa.Table:
+        return encode_for_sqlite(table)
+
+    def _begin(self, cur: Any) -> None:
+        cur.execute("BEGIN IMMEDIATE")  # the write lock now, waiting up to the busy timeout
+
+    def _lock(self, cur: Any, spec: TableSpec, window: Window) -> None:
+        pass  # BEGIN IMMEDIATE took the database's one write lock
+
+    def _ingest(self, cur: Any, spec: TableSpec, rows: pa.RecordBatchReader) -> int:
+        return cur.adbc_ingest(spec.storage_name, rows, mode="append")
+
+    def _commit(self, conn: Any, cur: Any) -> None:
+        cur.execute("COMMIT")
+
+    def _rollback(self, conn: Any) -> None:
+        _sqlite_rollback(conn)
+
+    def _lock_wait_expired(self, exc: BaseException) -> bool:
+        return "locked" in str(exc) or "busy" in str(exc).lower()
+
+    def _locked(self, spec: TableSpec, window: Window) -> str:
+        return f"{self.path} ({spec.name} {window})"  # SQLite locks the whole file
 
     def _mark(self, i: int) -> str:
         return "?"
@@ -511,12 +651,6 @@ def _sqlite_rollback(conn: Any) -> None:
     # If this fails the connection is closed next, and SQLite rolls back on close.
     with contextlib.suppress(Exception), conn.cursor() as cur:
         cur.execute("ROLLBACK")
-
-
-def _rollback_quietly(conn: Any) -> None:
-    # A dead connection: the server has rolled back already.
-    with contextlib.suppress(Exception):
-        conn.rollback()
 
 
 def _close_quietly(conn: Any) -> None:

@@ -7,8 +7,9 @@ back through `to_frame`, which restores exactly the dtypes of CONTRACT.md.
 """
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from liq_pipeline.warehouse.errors import FrameError, WarehouseError
-from liq_pipeline.warehouse.tables import SEQ_COLUMN, ColumnKind, TableSpec
+from liq_pipeline.warehouse.tables import SEQ_COLUMN, ColumnKind, TableSpec, Window
 
 UTC = dt.UTC
 # Rows per Arrow batch handed to the database: bounds the extra memory of a write
@@ -38,45 +39,6 @@ def arrow_schema(spec: TableSpec, *, storage: bool = False) -> pa.Schema:
     if storage and spec.ordered:
         fields.append(pa.field(SEQ_COLUMN, pa.int64(), nullable=False))
     return pa.schema(fields)
-
-
-@dataclass(frozen=True)
-class Window:
-    """The rows a run owns: [start, end) in UTC; both None = every row (unpartitioned asset)."""
-
-    start: dt.datetime | None = None
-    end: dt.datetime | None = None
-
-    def __post_init__(self) -> None:
-        if (self.start is None) != (self.end is None):
-            raise WarehouseError("a window needs both a start and an end")
-        for t in (self.start, self.end):
-            if t is not None and t.tzinfo is None:
-                raise WarehouseError(f"window bound {t} must be timezone-aware")
-        if self.start is not None:
-            object.__setattr__(self, "start", self.start.astimezone(UTC))
-            object.__setattr__(self, "end", self.end.astimezone(UTC))  # type: ignore[union-attr]
-            if self.start >= self.end:  # type: ignore[operator]
-                raise WarehouseError(f"empty window {self}")
-
-    @property
-    def bounded(self) -> bool:
-        return self.start is not None
-
-    def bounds(self, kind: ColumnKind) -> tuple[dt.datetime, dt.datetime] | tuple[dt.date, dt.date]:
-        """The window in the time column's own type (dates for date columns)."""
-        assert self.start is not None and self.end is not None
-        if kind == "timestamp":
-            return self.start, self.end
-        for t in (self.start, self.end):
-            if t.timetz() != dt.time(0, tzinfo=UTC):
-                raise WarehouseError(f"window {self} is not aligned to UTC days; table keys days")
-        return self.start.date(), self.end.date()
-
-    def __str__(self) -> str:
-        if self.start is None or self.end is None:
-            return "all rows"
-        return f"[{self.start.isoformat()}, {self.end.isoformat()})"
 
 
 # --- validation + pandas -> canonical Arrow ----------------------------------------------------
@@ -138,6 +100,28 @@ def _cast_column(spec: TableSpec, name: str, arr: pa.ChunkedArray) -> pa.Chunked
                 "the table stores milliseconds"
             ) from None
         raise FrameError(f"column {name} of the frame for {spec.name}: {exc}") from None
+
+
+def _check_values(spec: TableSpec, table: pa.Table) -> None:
+    """Every number finite and no NUL in any text: what every table of the warehouse promises
+    (PostgreSQL cannot store a NUL, and an inf would poison every sum downstream)."""
+    for col in spec.columns:
+        arr = table[col.name]
+        if col.kind == "float":
+            bad = pc.invert(pc.is_finite(arr))
+            what = "a value that is not a finite number"
+        elif col.kind == "text":
+            bad = pc.match_substring(arr, "\x00")
+            what = "a NUL character"
+        else:
+            continue
+        if pc.any(bad).as_py():
+            i = pc.index(bad, True).as_py()
+            at = table[spec.time_column][i]
+            raise FrameError(
+                f"row {i} of the frame for {spec.name} ({spec.time_column} {_show(at)}) has "
+                f"{what} in {col.name}: {arr[i].as_py()!r:.60}; nothing was written"
+            )
 
 
 def _check_window(spec: TableSpec, table: pa.Table, window: Window) -> None:
@@ -207,6 +191,7 @@ def frame_to_arrow(
             f"the frame for {spec.name} has missing values (NaN/None/NaT) in: "
             f"{', '.join(nulls)}; its columns are NOT NULL"
         )
+    _check_values(spec, table)
     _check_window(spec, table, window)
     _check_slice(spec, table, slice_)
     if spec.unique_time:
@@ -311,52 +296,69 @@ def to_frame(spec: TableSpec, table: pa.Table) -> pd.DataFrame:
     return frame
 
 
-# --- the stream of batches of one write --------------------------------------------------------
+# --- the stage of one write --------------------------------------------------------------------
 
 
-class BatchStream:
-    """Validated, encoded record batches of all frames of one write, with a running `_seq`.
+class Stage:
+    """The validated, encoded rows of one write, spilled to a local Arrow file before the write.
 
-    Consumed by the database driver inside the write's transaction. An exception raised while
-    producing a batch (bad frame, the producer's own error) is kept in `error` so the caller can
-    re-raise it unchanged after the driver has aborted the ingest.
+    Filling the stage consumes the frames (for a streamed asset, that is the API fetch), checks
+    every frame against the table, window and slice, numbers the rows (`_seq`) and encodes them
+    for the database (`encode`, a dialect hook) — all before the write lock is taken, so a slow or
+    hanging producer blocks no other writer, and a failure while filling leaves the warehouse
+    untouched. Memory stays one batch; the file is read back memory-mapped by the ingest.
     """
 
     def __init__(
         self,
         spec: TableSpec,
-        frames: Iterable[pd.DataFrame],
         window: Window,
         slice_: Mapping[str, str],
-        *,
-        sqlite: bool,
+        encode: Callable[[pa.Table], pa.Table],
+        directory: str | None = None,
     ) -> None:
-        self.spec, self.frames, self.window, self.slice = spec, frames, window, slice_
-        self.sqlite = sqlite
+        self.spec, self.window, self.slice, self.encode = spec, window, slice_, encode
         self.rows = 0
-        self.error: BaseException | None = None
-        schema = arrow_schema(spec, storage=True)
-        if sqlite:
-            schema = encode_for_sqlite(schema.empty_table()).schema
-        self.schema = schema
+        self.schema = encode(arrow_schema(spec, storage=True).empty_table()).schema
+        try:
+            self._dir = tempfile.TemporaryDirectory(prefix="liq-stage-", dir=directory)
+        except OSError as exc:
+            raise WarehouseError(
+                f"cannot stage the rows of {spec.name} in {directory or tempfile.gettempdir()}: "
+                f"{exc.strerror}; nothing was written (set the IO manager's stage_dir to a "
+                "writable folder)"
+            ) from None
+        self.path = Path(self._dir.name) / f"{spec.name}.arrows"
+
+    def __enter__(self) -> "Stage":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._dir.cleanup()
+
+    def fill(self, frames: Iterable[pd.DataFrame]) -> None:
+        try:
+            with (
+                pa.OSFile(str(self.path), "wb") as sink,
+                pa.ipc.new_stream(sink, self.schema) as out,
+            ):
+                for frame in frames:
+                    table = frame_to_arrow(self.spec, frame, self.window, self.slice)
+                    for start in range(0, table.num_rows, BATCH_ROWS):
+                        out.write_table(self._batch(table.slice(start, BATCH_ROWS)))
+        except OSError as exc:  # disk full, no permission, ...: before anything was written
+            raise WarehouseError(
+                f"staging the rows of {self.spec.name} in {self.path.parent} failed: {exc}; "
+                "nothing was written (free space there or set the IO manager's stage_dir)"
+            ) from None
+
+    def _batch(self, part: pa.Table) -> pa.Table:
+        if self.spec.ordered:
+            seq = np.arange(self.rows, self.rows + part.num_rows, dtype=np.int64)
+            part = part.append_column(SEQ_COLUMN, pa.array(seq))
+        self.rows += part.num_rows
+        return self.encode(part).cast(self.schema)
 
     def reader(self) -> pa.RecordBatchReader:
-        return pa.RecordBatchReader.from_batches(self.schema, self._batches())
-
-    def _batches(self) -> Iterator[pa.RecordBatch]:
-        try:
-            for frame in self.frames:
-                table = frame_to_arrow(self.spec, frame, self.window, self.slice)
-                for start in range(0, table.num_rows, BATCH_ROWS):
-                    part = table.slice(start, BATCH_ROWS)
-                    if self.spec.ordered:
-                        seq = np.arange(self.rows, self.rows + part.num_rows, dtype=np.int64)
-                        part = part.append_column(SEQ_COLUMN, pa.array(seq))
-                    if self.sqlite:
-                        part = encode_for_sqlite(part)
-                    part = part.cast(self.schema)
-                    self.rows += part.num_rows
-                    yield from part.to_batches()
-        except BaseException as exc:
-            self.error = exc
-            raise
+        """The staged rows, read back from the file (each call starts at the first row)."""
+        return pa.ipc.open_stream(pa.memory_map(str(self.path)))

@@ -17,11 +17,11 @@ from pydantic import Field
 from liq_pipeline.redaction import SecretsMaskedInRepr
 from liq_pipeline.warehouse.backends import Backend, make_backend
 from liq_pipeline.warehouse.errors import WarehouseError
-from liq_pipeline.warehouse.frames import Window
 from liq_pipeline.warehouse.tables import (
     META_SLICE,
     META_TABLE,
     TableSpec,
+    Window,
     get_table,
     validate_identifier,
     validate_slice,
@@ -123,9 +123,26 @@ class WarehouseIOManager(SecretsMaskedInRepr, dg.ConfigurableIOManager):
     lock_timeout_seconds: float = Field(
         default=600.0, description="How long a write waits for another writer of its rows"
     )
+    retry_budget_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="How long a write may keep retrying when the database restarts or drops "
+        "the connection (the staged rows are written again), before the run fails",
+    )
+    stage_dir: str | None = Field(
+        default=None,
+        description="Local folder for the rows staged before a write (default: the system's "
+        "temporary folder); needs room for one run's rows",
+    )
 
     def _backend(self) -> Backend:
-        return make_backend(self.url, self.db_schema, self.lock_timeout_seconds)
+        return make_backend(
+            self.url,
+            self.db_schema,
+            self.lock_timeout_seconds,
+            self.retry_budget_seconds,
+            self.stage_dir,
+        )
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         asset_key = context.asset_key if context.has_asset_key else None

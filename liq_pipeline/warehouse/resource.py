@@ -9,8 +9,7 @@ from pydantic import Field
 
 from liq_pipeline.redaction import SecretsMaskedInRepr
 from liq_pipeline.warehouse.backends import make_backend
-from liq_pipeline.warehouse.frames import Window
-from liq_pipeline.warehouse.tables import KWERY_LIQUIDATIONS, get_table, validate_slice
+from liq_pipeline.warehouse.tables import KWERY_LIQUIDATIONS, Window, get_table, validate_slice
 
 
 class WarehouseResource(SecretsMaskedInRepr, dg.ConfigurableResource):

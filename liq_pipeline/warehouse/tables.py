@@ -9,6 +9,7 @@ the rows live in the storage table `_kwery_liquidations`, which adds one interna
 exactly the CONTRACT.md columns. CONTRACT.md allows "a table or a view"; analysts query the view.
 """
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -109,6 +110,45 @@ class TableSpec:
         return dg.TableSchema(
             columns=[dg.TableColumn(name=c.name, type=c.pandas_dtype) for c in self.columns]
         )
+
+
+@dataclass(frozen=True)
+class Window:
+    """The rows a run owns: [start, end) in UTC; both None = every row (unpartitioned asset)."""
+
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        if (self.start is None) != (self.end is None):
+            raise WarehouseError("a window needs both a start and an end")
+        for t in (self.start, self.end):
+            if t is not None and t.tzinfo is None:
+                raise WarehouseError(f"window bound {t} must be timezone-aware")
+        if self.start is not None:
+            object.__setattr__(self, "start", self.start.astimezone(dt.UTC))
+            object.__setattr__(self, "end", self.end.astimezone(dt.UTC))  # type: ignore[union-attr]
+            if self.start >= self.end:  # type: ignore[operator]
+                raise WarehouseError(f"empty window {self}")
+
+    @property
+    def bounded(self) -> bool:
+        return self.start is not None
+
+    def bounds(self, kind: ColumnKind) -> tuple[dt.datetime, dt.datetime] | tuple[dt.date, dt.date]:
+        """The window in the time column's own type (dates for date columns)."""
+        assert self.start is not None and self.end is not None
+        if kind == "timestamp":
+            return self.start, self.end
+        for t in (self.start, self.end):
+            if t.timetz() != dt.time(0, tzinfo=dt.UTC):
+                raise WarehouseError(f"window {self} is not aligned to UTC days; table keys days")
+        return self.start.date(), self.end.date()
+
+    def __str__(self) -> str:
+        if self.start is None or self.end is None:
+            return "all rows"
+        return f"[{self.start.isoformat()}, {self.end.isoformat()})"
 
 
 def _floats(*names: str) -> tuple[Column, ...]:

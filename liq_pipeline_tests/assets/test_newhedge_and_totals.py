@@ -11,7 +11,7 @@ import pytest
 from liq_pipeline import charts
 from liq_pipeline.assets import newhedge
 from liq_pipeline.assets import totals as totals_module
-from liq_pipeline.assets.newhedge import NotPublishedYet, build_newhedge_assets, cut_window
+from liq_pipeline.assets.newhedge import MissingDays, build_newhedge_assets, cut_window
 from liq_pipeline.assets.totals import (
     CHART_DAYS,
     TOTALS,
@@ -53,11 +53,24 @@ def test_cut_window_keeps_published_zeros_and_names_the_missing_day():
         "bitcoin_liquidations_deribit_long", published, days("2026-03-09", "2026-03-10")
     )
     assert cut["value"].tolist() == [0.0, 7.0]
-    with pytest.raises(NotPublishedYet) as err:
+    with pytest.raises(MissingDays) as err:
         cut_window("bitcoin_liquidations_okx_long", published, days("2026-03-10", "2026-03-11"))
     assert str(err.value) == (
         "bitcoin_liquidations_okx_long: not published yet for 2026-03-11; latest published day is "
         "2026-03-10. Newhedge publishes a day after it ends; re-run these partitions later."
+    )
+
+
+def test_a_day_missing_before_the_latest_published_one_is_called_a_gap():
+    published = series({"2026-03-08": 5.0, "2026-03-10": 7.0})
+    with pytest.raises(MissingDays) as err:
+        cut_window("bitcoin_liquidations_okx_long", published, days("2026-03-09", "2026-03-11"))
+    assert str(err.value) == (
+        "bitcoin_liquidations_okx_long: no value for 2026-03-09 although later days are "
+        "published (latest published day is 2026-03-10): a gap in Newhedge's series, which "
+        "re-running will not fill; leave these days out of the range or ask Newhedge; and not "
+        "published yet for 2026-03-11; latest published day is 2026-03-10. Newhedge publishes a "
+        "day after it ends; re-run these partitions later."
     )
 
 

@@ -66,10 +66,10 @@ class FakeSession:
     """
 
     script: list[Any]
-    calls: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+    calls: list[tuple[str, dict[str, str], Any]] = field(default_factory=list)
     closed: bool = False
 
-    def get(self, url: str, params: dict[str, str], timeout: float) -> requests.Response:
+    def get(self, url: str, params: dict[str, str], timeout: Any) -> requests.Response:
         self.calls.append((url, dict(params), timeout))
         item = self.script.pop(0)
         if callable(item) and not isinstance(item, requests.Response):

@@ -18,7 +18,14 @@ from liq_pipeline.clients.http import (
     parse_retry_after,
 )
 from liq_pipeline.redaction import Redactor
-from liq_pipeline_tests.clients.helpers import SENTINEL, FakeSession, make_response, raising
+from liq_pipeline_tests.clients.helpers import (
+    SENTINEL,
+    FakeSession,
+    Sleeper,
+    VirtualClock,
+    make_response,
+    raising,
+)
 
 URL = "http://api.test/v1/liquidations"
 PARAMS = {"api-key": SENTINEL, "symbol": "BTC"}
@@ -103,7 +110,7 @@ def test_success_first_time_no_sleep(sleeps: list[float]) -> None:
     http = make_http(session, sleeps, timeout=12.5)
     result = http.get(URL, PARAMS)
     assert (result.response.status_code, result.attempts) == (200, 1)
-    assert session.calls == [(URL, PARAMS, 12.5)]  # explicit timeout on every request
+    assert session.calls == [(URL, PARAMS, (10.0, 12.5))]  # explicit timeouts on every request
     assert (http.requests, http.retries, sleeps) == (1, 0, [])
 
 
@@ -205,7 +212,8 @@ def test_a_non_retryable_requests_error_is_sanitised_not_retried(sleeps: list[fl
     session = FakeSession([raising(requests.exceptions.InvalidURL)])
     with pytest.raises(KweryServerError) as info:
         make_http(session, sleeps).get(URL, PARAMS)
-    assert "failed after 1 attempt: InvalidURL" in str(info.value)
+    assert "&symbol=BTC failed: InvalidURL" in str(info.value)
+    assert str(info.value).endswith("retrying would not help.")
     assert SENTINEL not in "".join(traceback.format_exception(info.value))
     assert info.value.__context__ is None
     assert sleeps == []
@@ -244,3 +252,59 @@ def test_close_only_closes_an_owned_session() -> None:
     own = Http(api="Kwery", secret="k", transport_error=KweryServerError)
     own.close()
     assert SENTINEL not in repr(make_http(session, []))
+
+
+def test_the_retry_budget_bounds_a_runs_retries_and_is_stated_when_used_up() -> None:
+    clock = VirtualClock()
+    sleeper = Sleeper(clock)
+    session = FakeSession([make_response(503, b"down") for _ in range(20)])
+    http = make_http(
+        session, sleeper, clock=clock, max_attempts=20, retry_budget=10.0,
+        backoff_base=4.0, backoff_cap=4.0, rng=random.Random(0),
+    )  # fmt: skip
+    result = http.get(URL, PARAMS)
+    assert result.response.status_code == 503
+    assert sum(sleeper) <= 10.0 < sum(sleeper) + 4.0  # stopped before a wait would overrun
+    assert result.attempts == len(sleeper) + 1
+    assert result.tried == (
+        f" after {result.attempts} attempts and {sum(sleeper):.0f} s of retries (the run's retry "
+        "budget of 10 s is used up; raise retry_budget_seconds to wait longer)"
+    )
+    # The budget is per client (one run): the next request has nothing left to retry with.
+    session.script.append(make_response(503, b"down"))
+    again = http.get(URL, PARAMS)
+    assert again.attempts == 1 and "retry budget of 10 s is used up" in again.tried
+
+
+def test_a_hanging_attempt_gets_only_what_is_left_of_the_budget() -> None:
+    clock = VirtualClock()
+
+    def hang(url: str, params: object) -> requests.Response:
+        clock.now += session.calls[-1][2][1]  # the server never answers: the read timeout expires
+        raise requests.exceptions.ReadTimeout("read timed out")
+
+    session = FakeSession([hang, hang, hang, hang])
+    http = make_http(session, Sleeper(clock), clock=clock, retry_budget=40.0, timeout=30.0)
+    with pytest.raises(KweryServerError) as err:
+        http.get(URL, PARAMS)
+    assert [call[2] for call in session.calls] == [(10.0, 30.0), (10.0, pytest.approx(10.0, abs=1))]
+    assert "retry budget of 40 s is used up" in str(err.value)
+    assert "ReadTimeout" in str(err.value)
+
+
+def test_a_host_that_does_not_resolve_fails_at_once(sleeps: list[float]) -> None:
+    def unresolvable(url: str, params: object) -> requests.Response:
+        try:
+            requests.get("http://kwery-api.invalid/", timeout=5)
+        except requests.exceptions.ConnectionError as exc:
+            raise exc from None
+        raise AssertionError("kwery-api.invalid resolved")
+
+    session = FakeSession([unresolvable])
+    with pytest.raises(KweryServerError) as err:
+        make_http(session, sleeps).get(URL, PARAMS)
+    assert str(err.value).endswith(
+        "failed: the host name does not resolve (DNS). Check the base URL and the machine's "
+        "DNS/network; retrying would not help."
+    )
+    assert (len(session.calls), sleeps) == (1, [])

@@ -135,3 +135,23 @@ def test_faults_of_the_other_api_do_not_leak(fresh_sim: Any) -> None:
     nc.fetch_series(METRIC)
     assert nc.requests == 1
     assert FIXED_NOW.tzinfo is dt.UTC
+
+
+@pytest.mark.parametrize("value", [1.7e308, -2e12])
+def test_an_implausible_value_is_refused_naming_the_day(fresh_sim: Any, value: float) -> None:
+    fresh_sim.inject("bad_value", api="newhedge", metric=METRIC, day="2026-03-15", value=value)
+    with pytest.raises(NewhedgeProtocolError) as err:
+        newhedge(fresh_sim).fetch_series(METRIC)
+    assert str(err.value).startswith(
+        f"Newhedge series {METRIC}: the value of 2026-03-15 (1773532800000 ms) is {value!r}, "
+        "not a finite USD amount of at most 1e+12 (GET "
+    )
+    assert SENTINEL not in str(err.value)
+
+
+def test_a_gap_inside_the_series_is_served_as_is(fresh_sim: Any) -> None:
+    fresh_sim.inject("gap", api="newhedge", metric=METRIC, day="2026-03-15")
+    frame = newhedge(fresh_sim).fetch_series(METRIC)
+    days = frame["day"].dt.strftime("%Y-%m-%d").tolist()
+    assert "2026-03-15" not in days and days[-1] == PUBLISHED_THROUGH.isoformat()
+    assert len(frame) == len(newhedge_series(METRIC, PUBLISHED_THROUGH)) - 1

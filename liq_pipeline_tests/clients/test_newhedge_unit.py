@@ -124,7 +124,7 @@ def test_fetch_series_request_and_result() -> None:
         (
             "http://nh.test/api/v2/metrics/liquidations/bitcoin_liquidations_okx_long",
             {"api_token": SENTINEL},
-            30.0,
+            (10.0, 30.0),
         )
     ]
     assert frame["value"].tolist() == [1.0, 2.0]

@@ -12,9 +12,12 @@ import adbc_driver_sqlite.dbapi as sqlite_dbapi
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pytest
 import sqlalchemy as sa
 
 from liq_pipeline.warehouse import WarehouseIOManager, warehouse_metadata
+from liq_pipeline.warehouse.frames import Stage
 
 DAILY = dg.DailyPartitionsDefinition(start_date="2026-03-01", end_date="2026-05-01")
 BTC = warehouse_metadata("kwery_liquidations", symbol="BTC")
@@ -172,8 +175,8 @@ def concat(*frames: pd.DataFrame) -> pd.DataFrame:
 class Gate:
     """Frames for a write that pauses after its first frame until `release` is set.
 
-    `paused` is set once the first frame has been handed to the database, i.e. while the write's
-    transaction is open (locks held, old rows deleted, new rows partly ingested).
+    `paused` is set once the first frame has been staged: the producer (the API fetch) is slow,
+    and the write holds no lock yet.
     """
 
     def __init__(self, first: pd.DataFrame, *rest: pd.DataFrame) -> None:
@@ -186,6 +189,35 @@ class Gate:
         if not self.release.wait(60):
             raise TimeoutError("gate never released")
         yield from self.rest
+
+
+class SwapGate:
+    """Pauses the first write that reaches its transaction, until `release` is set.
+
+    `paused` is set inside the swap: locks held, the old rows deleted, no new row ingested yet —
+    where a long real write would be. Only the ingest's reading of the stage is slowed (a slow
+    database can't be produced on demand); everything else is the real write path.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.paused, self.release = threading.Event(), threading.Event()
+        real_reader = Stage.reader
+        gate = self
+
+        def reader(stage: Stage) -> pa.RecordBatchReader:
+            source = real_reader(stage)
+            if gate.paused.is_set():
+                return source
+
+            def batches() -> Iterator[pa.RecordBatch]:
+                gate.paused.set()
+                if not gate.release.wait(60):
+                    raise TimeoutError("swap gate never released")
+                yield from source
+
+            return pa.RecordBatchReader.from_batches(source.schema, batches())
+
+        monkeypatch.setattr(Stage, "reader", reader)
 
 
 class Worker(threading.Thread):

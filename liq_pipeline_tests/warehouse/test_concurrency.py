@@ -8,10 +8,11 @@ import sqlalchemy as sa
 
 from liq_pipeline.warehouse import TABLES, FrameStream
 from liq_pipeline.warehouse.backends import make_backend, pg_lock_plan
-from liq_pipeline.warehouse.frames import Window
+from liq_pipeline.warehouse.tables import Window
 from liq_pipeline_tests.warehouse.helpers import (
     ETH,
     Gate,
+    SwapGate,
     Warehouse,
     Worker,
     concat,
@@ -50,11 +51,33 @@ def wait_for_blocked_writer(wh: Warehouse) -> None:
         )
 
 
-def test_same_partition_ends_with_exactly_one_copy(wh: Warehouse) -> None:
+def test_a_slow_producer_holds_no_lock_and_blocks_no_other_writer(wh: Warehouse) -> None:
+    io = wh.io()
+    old = kwery_frame("2026-03-02", n=3, seed=1)
+    write(io, old)
+    slow = Gate(kwery_frame("2026-03-02", n=4, seed=2), kwery_frame("2026-03-02", n=4, seed=3))
+    first = Worker(lambda: write(io, FrameStream(slow)))
+    assert slow.paused.wait(30)  # the API is slow: half of the first writer's rows are staged
+    assert not write_lock_is_held(wh, dt.datetime(2026, 3, 2, tzinfo=UTC))
+    pd.testing.assert_frame_equal(read(io), old)  # nothing of the first write is visible yet
+    other = kwery_frame("2026-03-02", n=5, seed=4)
+    write(io, other)  # a writer of the very same rows goes ahead
+    pd.testing.assert_frame_equal(read(io), other)
+    slow.release.set()
+    assert first.finish()["run_rows"] == 8  # type: ignore[index]
+    last_to_commit = concat(slow.first, *slow.rest).sort_values("timestamp", kind="stable")
+    pd.testing.assert_frame_equal(read(io), last_to_commit.reset_index(drop=True))
+    assert wh.scalar("SELECT count(*) FROM kwery_liquidations") == 8
+
+
+def test_same_partition_ends_with_exactly_one_copy(
+    wh: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
     io = wh.io()
     write(io, kwery_frame("2026-03-02", n=3, seed=1))
-    gate = Gate(kwery_frame("2026-03-02", n=4, seed=2), kwery_frame("2026-03-02", n=4, seed=3))
-    first = Worker(lambda: write(io, FrameStream(gate)))
+    gate = SwapGate(monkeypatch)
+    first_frames = [kwery_frame("2026-03-02", n=4, seed=2), kwery_frame("2026-03-02", n=4, seed=3)]
+    first = Worker(lambda: write(io, first_frames))
     assert gate.paused.wait(30)
     assert write_lock_is_held(wh, dt.datetime(2026, 3, 2, tzinfo=UTC))
     second_frame = kwery_frame("2026-03-02", n=5, seed=4)
@@ -77,11 +100,13 @@ def test_unsynchronized_writers_of_one_partition(wh: Warehouse) -> None:
     pd.testing.assert_frame_equal(read(io), frame)
 
 
-def test_overlapping_windows_of_different_lengths(wh: Warehouse) -> None:
+def test_overlapping_windows_of_different_lengths(
+    wh: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
     io = wh.io()
     days = {d: kwery_frame(f"2026-03-0{d}", n=d + 1, seed=d) for d in (1, 2, 3)}
-    gate = Gate(days[1], days[2], days[3])
-    three_days = Worker(lambda: write(io, FrameStream(gate), "2026-03-01", "2026-03-03"))
+    gate = SwapGate(monkeypatch)
+    three_days = Worker(lambda: write(io, list(days.values()), "2026-03-01", "2026-03-03"))
     assert gate.paused.wait(30)
     day2 = kwery_frame("2026-03-02", n=7, seed=9)
     one_day = Worker(lambda: write(io, day2, "2026-03-02"))
@@ -94,10 +119,11 @@ def test_overlapping_windows_of_different_lengths(wh: Warehouse) -> None:
     )
 
 
-def test_different_partitions_both_succeed(wh: Warehouse) -> None:
+def test_different_partitions_both_succeed(wh: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
     io = wh.io()
-    march = Gate(kwery_frame("2026-03-02", n=3, seed=1), kwery_frame("2026-03-02", n=3, seed=2))
-    first = Worker(lambda: write(io, FrameStream(march)))
+    march = SwapGate(monkeypatch)
+    march_frames = [kwery_frame("2026-03-02", n=3, seed=1), kwery_frame("2026-03-02", n=3, seed=2)]
+    first = Worker(lambda: write(io, march_frames))
     assert march.paused.wait(30)
     april = kwery_frame("2026-04-02", n=4, seed=3)
     eth = kwery_frame("2026-03-03", "ETH", n=2, seed=4)
@@ -114,7 +140,7 @@ def test_different_partitions_both_succeed(wh: Warehouse) -> None:
         second.finish()
     write(io, eth, "2026-03-03", asset="kwery_liquidations_eth", metadata=ETH)
     # Rows of one day from two frames: time order, ties in insertion order.
-    expected = concat(march.first, *march.rest).sort_values("timestamp", kind="stable")
+    expected = concat(*march_frames).sort_values("timestamp", kind="stable")
     pd.testing.assert_frame_equal(read(io), expected.reset_index(drop=True))
     pd.testing.assert_frame_equal(read(io, "2026-04-02"), april)
     assert wh.scalar("SELECT count(*) FROM kwery_liquidations") == 12
@@ -137,10 +163,12 @@ def test_lock_plan() -> None:
 
 
 @pytest.mark.parametrize("timeout", [0.2])
-def test_lock_timeout_gives_a_clear_error(wh: Warehouse, timeout: float) -> None:
+def test_lock_timeout_gives_a_clear_error(
+    wh: Warehouse, monkeypatch: pytest.MonkeyPatch, timeout: float
+) -> None:
     io = wh.io()
-    gate = Gate(kwery_frame("2026-03-02", n=3, seed=1))
-    first = Worker(lambda: write(io, FrameStream(gate)))
+    gate = SwapGate(monkeypatch)
+    first = Worker(lambda: write(io, kwery_frame("2026-03-02", n=3, seed=1)))
     assert gate.paused.wait(30)
     try:
         with pytest.raises(Exception) as err:

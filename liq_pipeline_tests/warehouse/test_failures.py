@@ -1,7 +1,10 @@
 """A failed write leaves the previous rows exactly as they were; bad frames fail clearly."""
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +18,10 @@ from liq_pipeline.warehouse import FrameError, FrameStream, WarehouseError, ware
 from liq_pipeline.warehouse import backends as backends_module
 from liq_pipeline_tests.warehouse.helpers import (
     OKX_LONG,
-    Gate,
+    SwapGate,
     Warehouse,
     Worker,
+    concat,
     kwery_frame,
     read,
     value_frame,
@@ -72,12 +76,18 @@ def test_failure_after_ingest_rolls_back(
 ) -> None:
     """The ingest runs inside the write's transaction: failing after it undoes it all."""
     seen: list[int] = []
+    for backend in (backends_module.SqliteBackend, backends_module.PostgresBackend):
+        real_ingest = backend._ingest
 
-    def fail_before_commit(stream: object, ingested: int) -> None:
-        seen.append(ingested)
-        raise WarehouseError("injected failure between ingest and commit")
+        def ingest(self, cur, spec, rows, real_ingest=real_ingest) -> int:  # type: ignore[no-untyped-def]
+            seen.append(real_ingest(self, cur, spec, rows))
+            return seen[-1]
 
-    monkeypatch.setattr(backends_module, "_check_ingested", fail_before_commit)
+        def fail_before_commit(self, conn, cur) -> None:  # type: ignore[no-untyped-def]
+            raise WarehouseError("injected failure between ingest and commit")
+
+        monkeypatch.setattr(backend, "_ingest", ingest)
+        monkeypatch.setattr(backend, "_commit", fail_before_commit)
     with pytest.raises(WarehouseError, match=r"^injected failure between ingest and commit$"):
         write(wh.io(), kwery_frame("2026-03-02", n=9, seed=5))
     assert seen == [9]  # the rows had been ingested
@@ -100,14 +110,22 @@ def test_database_error_during_ingest(wh: Warehouse) -> None:
     pd.testing.assert_frame_equal(loaded, before)
 
 
-def test_terminated_connection_mid_write(pg_wh: Warehouse) -> None:
-    io = pg_wh.io()
+@pytest.mark.parametrize("budget", [300.0, 0.0])
+def test_a_connection_dropped_mid_write_is_retried_from_the_stage(
+    pg_wh: Warehouse, monkeypatch: pytest.MonkeyPatch, budget: float
+) -> None:
+    """The server ends the writer's connection mid-write (as a restart would): the transaction
+    rolls back; within the retry budget the staged rows are written again, else it fails."""
+    io = pg_wh.io(retry_budget_seconds=budget)
     old = kwery_frame("2026-03-02", n=5, seed=100)
     write(io, old)
-    gate = Gate(kwery_frame("2026-03-02", n=4, seed=1), kwery_frame("2026-03-02", n=4, seed=2))
-    writer = Worker(lambda: write(io, FrameStream(gate)))
+    waits: list[float] = []
+    monkeypatch.setattr(backends_module.Backend, "sleep", staticmethod(waits.append))
+    gate = SwapGate(monkeypatch)
+    new = [kwery_frame("2026-03-02", n=4, seed=1), kwery_frame("2026-03-02", n=4, seed=2)]
+    writer = Worker(lambda: write(io, new))
     assert gate.paused.wait(30)
-    # The writer's backend is the one holding advisory locks (mid-COPY, old rows deleted).
+    # The writer's backend is the one holding advisory locks (old rows deleted, none ingested).
     pids = pg_wh.rows(
         "SELECT DISTINCT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
         "AND pid <> pg_backend_pid()"
@@ -115,9 +133,19 @@ def test_terminated_connection_mid_write(pg_wh: Warehouse) -> None:
     assert len(pids) == 1
     assert pg_wh.scalar("SELECT pg_terminate_backend(:pid)", pid=pids[0][0]) is True
     gate.release.set()
+    if budget:
+        assert writer.finish()["run_rows"] == 8  # type: ignore[index]
+        assert len(waits) == 1 and 1.0 <= waits[0] <= 2.0
+        expected = concat(*new).sort_values("timestamp", kind="stable").reset_index(drop=True)
+        pd.testing.assert_frame_equal(read(io), expected)
+        return
     with pytest.raises(WarehouseError) as err:
         writer.finish()
-    assert str(err.value).startswith(f"write to kwery_liquidations {WINDOW} failed: ")
+    assert "terminating connection due to administrator command" in str(err.value)
+    assert str(err.value).endswith(
+        f"(write to kwery_liquidations {WINDOW}: 1 attempt in 0 s; the retry budget of 0 s is "
+        "used up, raise retry_budget_seconds to wait longer)"
+    )
     pd.testing.assert_frame_equal(read(io), old)
     write(io, kwery_frame("2026-03-02", n=2, seed=3))  # and the partition is writable again
     assert pg_wh.scalar("SELECT count(*) FROM kwery_liquidations") == 2
@@ -126,24 +154,46 @@ def test_terminated_connection_mid_write(pg_wh: Warehouse) -> None:
 CHILD = textwrap.dedent(
     """
     import sys
+    import pyarrow as pa
     from liq_pipeline.warehouse import FrameStream, WarehouseIOManager
+    from liq_pipeline.warehouse.frames import Stage
     from liq_pipeline_tests.warehouse.helpers import kwery_frame, write
+
+    def pause(where):
+        print(where, flush=True)
+        sys.stdin.read()  # blocks until the parent kills this process
 
     def frames():
         yield kwery_frame("2026-03-02", n=4, seed=1)
         yield kwery_frame("2026-03-02", n=4, seed=2)
-        print("mid-write", flush=True)
-        sys.stdin.read()  # blocks until the parent kills this process
+        if sys.argv[2] == "fetch":
+            pause("mid-fetch")
         yield kwery_frame("2026-03-02", n=4, seed=3)
 
+    real_reader = Stage.reader
+
+    def reader(stage):  # the ingest reads the stage: pause after its first batch
+        batches = iter(real_reader(stage))
+
+        def paused():
+            yield next(batches)
+            pause("mid-write")
+            yield from batches
+
+        return pa.RecordBatchReader.from_batches(stage.schema, paused())
+
+    Stage.reader = reader
     write(WarehouseIOManager(url=sys.argv[1]), FrameStream(frames()))
     """
 )
 
 
-def test_killed_process_mid_write(wh: Warehouse, old: pd.DataFrame) -> None:
+@pytest.mark.parametrize("where", ["fetch", "write"])
+def test_killed_process_mid_fetch_or_mid_write(
+    wh: Warehouse, old: pd.DataFrame, where: str
+) -> None:
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, wh.url],
+        [sys.executable, "-c", CHILD, wh.url, where],
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -151,11 +201,14 @@ def test_killed_process_mid_write(wh: Warehouse, old: pd.DataFrame) -> None:
     )
     try:
         assert child.stdout is not None
-        assert child.stdout.readline() == "mid-write\n"
-        if wh.kind == "sqlite":  # the child holds the write lock: its transaction is open
-            assert wh.write_lock_is_held()
+        assert child.stdout.readline() == f"mid-{where}\n"
+        locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        if wh.kind == "sqlite":  # only the write's transaction holds the write lock
+            assert wh.write_lock_is_held() is (where == "write")
+        elif where == "write":
+            assert wh.scalar(locks) >= 1
         else:
-            assert wh.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") >= 1
+            assert wh.scalar(locks) == 0
         child.kill()
     finally:
         child.wait(30)
@@ -164,7 +217,7 @@ def test_killed_process_mid_write(wh: Warehouse, old: pd.DataFrame) -> None:
     write(wh.io(), kwery_frame("2026-03-02", n=1, seed=4))  # no lock left behind
     if wh.kind == "postgres":  # the server notices the dead client and releases its locks
         wait_until(
-            lambda: wh.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0,
+            lambda: wh.scalar(locks) == 0,
             "the killed writer's locks are released",
         )
 
@@ -199,6 +252,38 @@ def test_schema_mismatch_messages(
     with pytest.raises(FrameError) as err:
         write(wh.io(), frame)
     assert str(err.value) == f"frame does not match table kwery_liquidations: {problem}"
+    assert_untouched(wh, old)
+
+
+def test_values_no_table_can_hold_are_refused_naming_row_and_column(
+    wh: Warehouse, old: pd.DataFrame
+) -> None:
+    frame = kwery_frame("2026-03-02", n=3, seed=9)
+    at = frame["timestamp"].iloc[1].isoformat(sep=" ")
+    infinite = frame.assign(usd_value=[1.0, float("inf"), 2.0])
+    with pytest.raises(FrameError) as err:
+        write(wh.io(), infinite)
+    assert str(err.value) == (
+        f"row 1 of the frame for kwery_liquidations (timestamp {at}) has a value that is not a "
+        "finite number in usd_value: inf; nothing was written"
+    )
+    nul = frame.assign(source=["binance_futures", "bin\x00ance", "binance_futures"])
+    with pytest.raises(FrameError) as err:
+        write(wh.io(), nul)
+    assert str(err.value) == (
+        f"row 1 of the frame for kwery_liquidations (timestamp {at}) has a NUL character in "
+        "source: 'bin\\x00ance'; nothing was written"
+    )
+    assert_untouched(wh, old)
+
+
+def test_a_stage_folder_that_is_not_there_is_named(wh: Warehouse, old: pd.DataFrame) -> None:
+    with pytest.raises(WarehouseError) as err:
+        write(wh.io(stage_dir="/nonexistent/liq-stage"), kwery_frame("2026-03-02", n=2))
+    assert str(err.value) == (
+        "cannot stage the rows of kwery_liquidations in /nonexistent/liq-stage: No such file or "
+        "directory; nothing was written (set the IO manager's stage_dir to a writable folder)"
+    )
     assert_untouched(wh, old)
 
 
@@ -307,3 +392,37 @@ def test_outputs_that_are_not_frames(wh: Warehouse) -> None:
         ),
     ):
         io.handle_output(ctx, kwery_frame("2026-03-02"))
+
+
+READ_ONLY_CHILD = textwrap.dedent(
+    """
+    import sys
+    from liq_pipeline.warehouse import WarehouseError
+    from liq_pipeline.warehouse.backends import make_backend
+    try:
+        make_backend("sqlite:///" + sys.argv[1]).ensure_tables()
+    except WarehouseError as exc:
+        print(exc)
+    """
+)
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"), reason="needs setpriv")
+def test_a_read_only_sqlite_folder_is_named_not_called_out_of_memory() -> None:
+    """The driver says "failed to allocate memory"; the message must say what is wrong."""
+    with tempfile.TemporaryDirectory() as top:
+        os.chmod(top, 0o755)  # noqa: S103  # nobody must reach the folder inside
+        folder = Path(top) / "read-only"
+        folder.mkdir(mode=0o555)
+        # root ignores file permissions: run the check as nobody, as a real user would be
+        as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        result = subprocess.run(
+            [*(as_user if os.geteuid() == 0 else []), sys.executable, "-c", READ_ONLY_CHILD,
+             str(folder / "warehouse.sqlite")],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )  # fmt: skip
+    assert result.stdout.strip() == (
+        f"the SQLite warehouse folder {folder} is not writable (permission denied or a read-only "
+        "file system); point LIQ_WAREHOUSE_URL at a writable place"
+    ), result.stderr

@@ -219,7 +219,15 @@ def test_urls() -> None:
             "the SQLite warehouse must be a file path (sqlite:////abs/path.sqlite); an "
             "in-memory database is not shared between a write and a later read",
         ),
-        ("not a url", "the warehouse URL is not a valid SQLAlchemy URL"),
+        (
+            "not a url",
+            "the warehouse URL (LIQ_WAREHOUSE_URL) is not a valid SQLAlchemy URL: use "
+            "sqlite:////abs/path.sqlite or postgresql+psycopg2://user:password@host:5432/db",
+        ),
+        (
+            "postgresql+psycopg2://u:x@127.0.0.1:notaport/db",
+            "the warehouse URL (LIQ_WAREHOUSE_URL) has a port that is not a number",
+        ),
     ]:
         with pytest.raises(WarehouseError) as err:
             make_backend(url, None, 1.0)
@@ -255,8 +263,13 @@ def test_no_secret_in_repr_metadata_logs_or_errors(
     assert SENTINEL not in str(err.value)
     dead = sa.make_url(url).set(port=1).render_as_string(hide_password=False)
     with pytest.raises(WarehouseError) as err:
-        write(WarehouseIOManager(url=dead), frames[0], asset=OKX_LONG, metadata=None)
+        io = WarehouseIOManager(url=dead, retry_budget_seconds=0)
+        write(io, frames[0], asset=OKX_LONG, metadata=None)
     assert str(err.value).startswith("cannot connect to the PostgreSQL warehouse: ")
+    assert str(err.value).endswith(
+        "(connecting to the PostgreSQL warehouse: 1 attempt in 0 s; the retry budget of 0 s is "
+        "used up, raise retry_budget_seconds to wait longer)"
+    )
     assert SENTINEL not in str(err.value) and SENTINEL not in repr(err.value)
 
 
