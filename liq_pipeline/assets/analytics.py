@@ -22,7 +22,7 @@ from pydantic import Field
 
 from liq_pipeline import charts
 from liq_pipeline.assets.kwery import KWERY_TABLE, VALID_SIDES, kwery_asset_name
-from liq_pipeline.partitions import partition_key, utc_days
+from liq_pipeline.partitions import partition_key, run_window, utc_days
 from liq_pipeline.per_day import markdown_table, usd
 from liq_pipeline.warehouse import FrameStream, WarehouseResource, warehouse_metadata
 from liq_pipeline.warehouse.tables import TableSpec, get_table
@@ -313,7 +313,7 @@ def build_analytics_assets(
     def cascades_asset(
         context: dg.AssetExecutionContext, config: CascadeConfig, warehouse: WarehouseResource
     ) -> CascadeDays:
-        window = context.partition_time_window
+        window = run_window(context)
         return CascadeDays(
             warehouse, symbol, window.start, window.end, _on_day(context), config=config
         )
@@ -333,7 +333,7 @@ def build_analytics_assets(
         metadata=warehouse_metadata(BARS_TABLE, symbol=symbol),
     )
     def bars_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> BarDays:
-        window = context.partition_time_window
+        window = run_window(context)
         return BarDays(warehouse, symbol, window.start, window.end, _on_day(context))
 
     return [cascades_asset, bars_asset]

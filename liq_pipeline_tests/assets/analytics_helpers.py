@@ -19,6 +19,7 @@ from liq_pipeline.assets.kwery import build_kwery_asset, kwery_asset_name
 from liq_pipeline.clients.kwery import kwery_frame
 from liq_pipeline.partitions import daily_partitions
 from liq_pipeline.resources import KweryResource
+from liq_pipeline.simulator import Simulator
 from liq_pipeline.warehouse import WarehouseIOManager, WarehouseResource, warehouse_metadata
 
 DAILY = daily_partitions("2026-01-01")
@@ -77,41 +78,52 @@ class StoredDays:
     """Lands hand-built API-shaped days where the analytics read them: the events table.
 
     They are parsed by the Kwery client's own `kwery_frame` and written through the
-    WarehouseIOManager, exactly as the Kwery asset stores a fetched day. Once the simulator serves
-    hand-built days (`Simulator(kwery_days=...)`), `kwery_days` returns `SimulatedDays` instead
-    (SIMULATOR_SERVES_DAYS), and the runs fetch them through the real Kwery asset.
+    WarehouseIOManager, exactly as the Kwery asset stores a fetched day (no API in between).
     """
-
-    fetches = False
 
     def __init__(self, url: str) -> None:
         self.io = WarehouseIOManager(url=url)
 
     def set_kwery_day(self, symbol: str, day: str, events: list[dict[str, Any]]) -> None:
-        ordered = sorted(events, key=lambda e: e["timestamp"])  # stable: API order in a ms
         with dg.build_output_context(
             asset_key=kwery_asset_name(symbol),
             definition_metadata=warehouse_metadata("kwery_liquidations", symbol=symbol),
             asset_partitions_def=DAILY,
             asset_partition_key_range=dg.PartitionKeyRange(day, day),
         ) as context:
-            self.io.handle_output(context, kwery_frame(ordered))
+            self.io.handle_output(context, kwery_frame(api_order(events)))
+
+    def restore(self) -> None:
+        pass
 
 
 class SimulatedDays:
-    """The same days served by the simulator and fetched by the Kwery asset in each run."""
+    """Serves hand-built days from the simulator; each run fetches them with the Kwery asset."""
 
-    fetches = True
-
-    def __init__(self, sim: Any) -> None:
+    def __init__(self, sim: Simulator) -> None:
         self.sim = sim
+        self.url = sim.url
+        self.changed: set[tuple[str, dt.date]] = set()
 
     def set_kwery_day(self, symbol: str, day: str, events: list[dict[str, Any]]) -> None:
-        self.sim.set_kwery_day(symbol, dt.date.fromisoformat(day), events)
+        key = (symbol, dt.date.fromisoformat(day))
+        self.sim.set_kwery_day(*key, api_order(events))
+        self.changed.add(key)
+
+    def restore(self) -> None:
+        """The generated days again (the simulator outlives one test)."""
+        for symbol, day in self.changed:
+            self.sim.set_kwery_day(symbol, day, None)
 
 
-# The one line to change when the simulator serves hand-built days.
-SIMULATOR_SERVES_DAYS = False
+def api_order(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sorted by time as the API serves them; a stable sort keeps the order within a millisecond."""
+    return sorted(events, key=lambda e: e["timestamp"])
+
+
+# Edge days reach the warehouse through the simulator and the real Kwery asset (True), or are
+# stored directly (False: what the analytics read is the same either way).
+SIMULATOR_SERVES_DAYS = True
 
 
 def range_tags(first: str, last: str) -> dict[str, str]:

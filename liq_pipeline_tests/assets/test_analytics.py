@@ -55,14 +55,20 @@ def sim() -> Iterator[Simulator]:
 
 
 @pytest.fixture
-def kwery_days(wh: Warehouse, request: pytest.FixtureRequest) -> StoredDays | SimulatedDays:
+def kwery_days(
+    wh: Warehouse, request: pytest.FixtureRequest
+) -> Iterator[StoredDays | SimulatedDays]:
     if SIMULATOR_SERVES_DAYS:
-        return SimulatedDays(request.getfixturevalue("sim"))
-    return StoredDays(wh.url)
+        days: StoredDays | SimulatedDays = SimulatedDays(request.getfixturevalue("sim"))
+    else:
+        days = StoredDays(wh.url)
+    yield days
+    days.restore()
 
 
 def fetch_url(days: StoredDays | SimulatedDays) -> str | None:
-    return days.sim.url if isinstance(days, SimulatedDays) else None
+    """The simulator to fetch the days from in each run, if it serves them."""
+    return days.url if isinstance(days, SimulatedDays) else None
 
 
 def chart_png(markdown: str) -> bytes:
