@@ -20,16 +20,8 @@ from liq_pipeline_tests.assets.analytics_helpers import (
     pandas_bars,
     reference_cascades,
 )
-from liq_pipeline_tests.test_e2e_cli import (
-    DAGSTER,
-    SENTINEL_KEY,
-    SENTINEL_TOKEN,
-    SIM_NOW,
-    Cli,
-    days_of,
-    metadata_of,
-    ok,
-)
+from liq_pipeline_tests.cli import DAGSTER, Cli, days_of, ok, sentinel_simulator
+from liq_pipeline_tests.test_e2e_cli import metadata_of
 
 pytestmark = pytest.mark.e2e
 
@@ -49,12 +41,7 @@ ANALYTICS = ("kwery_liquidation_bars_btc", "kwery_liquidation_cascades_btc")
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Simulator]:
-    with Simulator(
-        port=0,
-        now=SIM_NOW,
-        kwery_keys={SENTINEL_KEY: "business"},
-        newhedge_tokens=(SENTINEL_TOKEN,),
-    ) as simulator:
+    with sentinel_simulator() as simulator:
         yield simulator
 
 
