@@ -179,8 +179,8 @@ def cascades_markdown(cascades: pd.DataFrame) -> str:
 class StoredEventDays(FrameStream):
     """One frame per UTC day of [start, end), computed from that day's stored events of a symbol.
 
-    The IO manager drives the iteration inside its write, so the events of one day at a time are
-    in memory. `on_day(partition_key, metadata)` gets each day's figures as the day is computed.
+    The IO manager drives the iteration as it writes (stages) the frames, so the events of one
+    day at a time are in memory. `on_day(partition_key, metadata)` gets each day's figures as the day is computed.
     """
 
     def __init__(
