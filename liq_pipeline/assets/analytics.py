@@ -180,7 +180,8 @@ class StoredEventDays(FrameStream):
     """One frame per UTC day of [start, end), computed from that day's stored events of a symbol.
 
     The IO manager drives the iteration as it writes (stages) the frames, so the events of one
-    day at a time are in memory. `on_day(partition_key, metadata)` gets each day's figures as the day is computed.
+    day at a time are in memory. `on_day(partition_key, metadata)` gets each day's figures as
+    the day is computed.
     """
 
     def __init__(
