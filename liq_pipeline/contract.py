@@ -10,3 +10,5 @@ NEWHEDGE_METRICS = tuple(
 )
 KWERY_TABLE = "kwery_liquidations"
 TOTALS_TABLE = "daily_liquidation_totals"
+BARS_TABLE = "kwery_liquidation_bars"
+CASCADES_TABLE = "kwery_liquidation_cascades"

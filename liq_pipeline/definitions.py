@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from liq_pipeline.assets.analytics import build_analytics_assets
 from liq_pipeline.assets.kwery import build_kwery_asset
 from liq_pipeline.assets.newhedge import build_newhedge_assets
 from liq_pipeline.assets.totals import build_totals_asset
@@ -88,6 +89,9 @@ def build_definitions(
         for category in (dg.BetaWarning, dg.PreviewWarning, dg.SupersessionWarning):
             warnings.simplefilter("ignore", category)
         kwery_assets = [build_kwery_asset(symbol, partitions_def) for symbol in symbols]
+        analytics_assets = [
+            a for symbol in symbols for a in build_analytics_assets(symbol, partitions_def)
+        ]
         newhedge_assets = build_newhedge_assets(partitions_def)
         totals_asset = build_totals_asset(partitions_def)
         reconciliation = [build_reconciliation_check(partitions_def)] if "BTC" in symbols else []
@@ -99,7 +103,7 @@ def build_definitions(
         # One process per run: the steps are I/O-bound and sequential per API pool, and a
         # subprocess per step would add seconds of start-up to every daily run.
         executor=dg.in_process_executor,
-        assets=[*kwery_assets, newhedge_assets, totals_asset],
+        assets=[*kwery_assets, *analytics_assets, newhedge_assets, totals_asset],
         asset_checks=[*reconciliation, *freshness_checks],
         jobs=[kwery_job, newhedge_job, backfill_job],
         schedules=build_schedules(kwery_job, newhedge_job),

@@ -1,6 +1,7 @@
 """End-to-end demo: simulator → `dagster` CLI → SQLite warehouse → printed summary.
 
     liq-demo          materialize the last 7 published days of every asset, print the totals
+                      and the week's largest liquidation cascades
     liq-demo dev      open `dagster dev` with every asset wired to the simulator
 
 Run from the repository root: DAGSTER_HOME is the root (its dagster.yaml is the instance config)
@@ -14,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from liq_pipeline.contract import EXCHANGES
+from liq_pipeline.contract import BARS_TABLE, CASCADES_TABLE, EXCHANGES
+from liq_pipeline.per_day import usd
 from liq_pipeline.processes import run_child
 from liq_pipeline.simulator import DEMO_NEWHEDGE_TOKEN, Simulator
 from liq_pipeline.warehouse import WarehouseResource
@@ -66,6 +68,34 @@ def print_summary(warehouse_url: str, first: dt.date, last: dt.date) -> None:
         print(f"{day:%Y-%m-%d}" + "".join(f"{c.iloc[i] / 1e6:>10.2f}" for c in columns.values()))
 
 
+def print_analytics(warehouse_url: str, first: dt.date, last: dt.date, symbol: str = "BTC") -> None:
+    """The week's largest cascades and busiest minute, from the analytics tables."""
+    start = dt.datetime.combine(first, dt.time(), dt.UTC)
+    end = dt.datetime.combine(last, dt.time(), dt.UTC) + dt.timedelta(days=1)
+    warehouse = WarehouseResource(url=warehouse_url)
+    cascades = warehouse.read(CASCADES_TABLE, start, end, symbol=symbol)
+    bars = warehouse.read(BARS_TABLE, start, end, symbol=symbol)
+    top = cascades.sort_values(["usd_value", "start"], ascending=[False, True]).head(3)
+    print(
+        f"\nLargest {symbol} liquidation cascades of {first}...{last} (UTC; {len(cascades)} in all)"
+    )
+    if top.empty:
+        print("  none (a cascade: >= 5 events of one side, <= 60 s apart, >= $1,000,000)")
+    else:
+        print(f"{'start':<19}{'end':>10}{'side':>7}{'events':>8}{'USD':>15}{'move':>9}")
+    for c in top.to_dict("records"):
+        print(
+            f"{c['start']:%Y-%m-%d %H:%M:%S}{format(c['end'], '%H:%M:%S'):>10}{c['side']:>7}"
+            f"{c['events']:>8,}{usd(c['usd_value']):>15}{c['price_move_pct']:>+8.2f}%"
+        )
+    if len(bars):
+        per_minute = bars.groupby("bucket_start")["usd_value"].sum()
+        print(
+            f"Busiest minute: {per_minute.idxmax():%Y-%m-%d %H:%M} UTC, "
+            f"{usd(per_minute.max())} liquidated."
+        )
+
+
 def run_demo(root: Path) -> int:
     first, last = demo_range(dt.datetime.now(dt.UTC))
     data = root / ".liq"
@@ -93,6 +123,7 @@ def run_demo(root: Path) -> int:
         kwery, newhedge = sim.stats(DEMO_KWERY_KEY), sim.stats(DEMO_NEWHEDGE_TOKEN)
     print(f"Run succeeded in {elapsed:.1f}s, warehouse: {warehouse_url}")
     print_summary(warehouse_url, first, last)
+    print_analytics(warehouse_url, first, last)
     print(
         f"\nKwery: {kwery['rows']:,} BTC events, {kwery['ok_requests']} requests, "
         f"{kwery['credits_used']:,} credits. Newhedge: {newhedge['ok_requests']} requests."

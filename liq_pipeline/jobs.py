@@ -12,8 +12,11 @@ def build_jobs(
     reconciliation_checks: list[dg.AssetChecksDefinition],
     freshness_checks: list[dg.AssetChecksDefinition],
 ) -> tuple[AssetJob, AssetJob, AssetJob]:
-    """The Kwery job (events only), the Newhedge job (metrics, totals, reconciliation) and the
-    backfill job (every asset and its per-day checks).
+    """The Kwery job (events and their analytics), the Newhedge job (metrics, totals,
+    reconciliation) and the backfill job (every asset and its per-day checks).
+
+    The analytics (bars, cascades) run in the Kwery job, after the day's events in the same run:
+    they are ready as soon as the day lands, need no extra sensor, and a failed fetch skips them.
 
     The reconciliation compares Kwery with Newhedge's Binance numbers, so it runs with the later
     of the two daily jobs: the Newhedge one, after the day's Kwery events have landed. Freshness
@@ -24,8 +27,9 @@ def build_jobs(
     freshness = dg.AssetSelection.checks(*freshness_checks)
     kwery_job = dg.define_asset_job(
         "kwery_daily_job",
-        selection=dg.AssetSelection.groups("kwery") - reconciliation - freshness,
-        description="Yesterday's (or a backfill range's) Kwery liquidation events.",
+        selection=dg.AssetSelection.groups("kwery", "analytics") - reconciliation - freshness,
+        description="Yesterday's (or a backfill range's) Kwery liquidation events, then their "
+        "per-minute bars and cascades.",
     )
     newhedge_job = dg.define_asset_job(
         "newhedge_daily_job",

@@ -48,7 +48,16 @@ def test_one_asset_per_symbol_and_partitions_from_the_start_date():
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert {"kwery_liquidations_btc", "kwery_liquidations_sol"} <= keys
-    assert len(keys) == 2 + 8 + 1
+    assert {
+        f"kwery_liquidation_{kind}_{s}" for kind in ("bars", "cascades") for s in ("btc", "sol")
+    } <= keys
+    assert len(keys) == 2 + 2 * 2 + 8 + 1
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert (
+        groups["kwery_liquidation_bars_sol"]
+        == groups["kwery_liquidation_cascades_sol"]
+        == ("analytics")
+    )
     partitions = graph.get(dg.AssetKey("kwery_liquidations_sol")).partitions_def
     assert partitions.get_first_partition_key() == "2026-02-01"
     for key in graph.get_all_asset_keys():

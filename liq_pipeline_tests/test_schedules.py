@@ -49,9 +49,11 @@ def test_a_tick_materializes_the_day_that_just_ended(defs, name):
 def test_jobs_select_their_assets_and_the_reconciliation_runs_with_newhedge(defs):
     kwery = defs.resolve_job_def("kwery_daily_job")
     newhedge = defs.resolve_job_def("newhedge_daily_job")
+    # The analytics run in the Kwery job, after the day's events (docs/analytics.md).
     assert {k.to_user_string() for k in kwery.asset_layer.selected_asset_keys} == {
-        "kwery_liquidations_btc",
-        "kwery_liquidations_eth",
+        f"kwery_{table}_{symbol}"
+        for table in ("liquidations", "liquidation_bars", "liquidation_cascades")
+        for symbol in ("btc", "eth")
     }
     assert {k.to_user_string() for k in newhedge.asset_layer.selected_asset_keys} == {
         *(

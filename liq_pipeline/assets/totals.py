@@ -1,16 +1,19 @@
 """Cross-exchange daily totals derived from the 8 Newhedge metrics."""
 
+import datetime as dt
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
+from liq_pipeline import charts
 from liq_pipeline.contract import EXCHANGES, NEWHEDGE_METRICS, SIDES, TOTALS_TABLE
 from liq_pipeline.partitions import partition_key, run_window, window_days
 from liq_pipeline.per_day import add_day_metadata, markdown_table, usd
-from liq_pipeline.warehouse import warehouse_metadata
+from liq_pipeline.warehouse import WarehouseResource, warehouse_metadata
 
 TOTALS = TOTALS_TABLE
+CHART_DAYS = 30
 
 
 def part_column(exchange: str, side: str) -> str:
@@ -68,6 +71,46 @@ def day_metadata(totals: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return by_day
 
 
+def chart_window(stored: pd.DataFrame, run: pd.DataFrame, newest: pd.Timestamp) -> pd.DataFrame:
+    """The CHART_DAYS days up to `newest`, one row each: this run's totals, the stored totals of
+    the days before the run, NaN for days never materialized."""
+    days = pd.date_range(end=newest, periods=CHART_DAYS, freq="D", unit="s")
+    frames = [f for f in (stored[~stored["day"].isin(run["day"])], run) if not f.empty]
+    known = pd.concat(frames, ignore_index=True) if frames else run
+    return known.set_index("day").reindex(days).rename_axis("day").reset_index()
+
+
+def stored_chart_days(
+    warehouse: WarehouseResource, newest: pd.Timestamp, run_start: dt.datetime
+) -> pd.DataFrame:
+    """The stored totals of the chart's days that come before this run (the run may be one day)."""
+    first = (newest - pd.Timedelta(days=CHART_DAYS - 1)).tz_localize("UTC").to_pydatetime()
+    if first >= run_start:
+        return pd.DataFrame(columns=["day"])
+    return warehouse.read(TOTALS, first, run_start)
+
+
+def newest_day_metadata(window: pd.DataFrame, totals: pd.DataFrame) -> dict[str, Any]:
+    """The chart of the last CHART_DAYS days and a table of the run's days (newest day only)."""
+    first, last = window["day"].iloc[0], window["day"].iloc[-1]
+    title = f"BTC liquidations by exchange, {first:%Y-%m-%d} to {last:%Y-%m-%d} (UTC days)"
+    png = charts.totals_chart(window, title)
+    run_days = pd.DataFrame(
+        {
+            "day": totals["day"].dt.strftime("%Y-%m-%d"),
+            "long": totals["long_usd"],
+            "short": totals["short_usd"],
+            "total": totals["total_usd"],
+        }
+    )
+    return {
+        "chart": dg.MetadataValue.md(charts.markdown_image(png, title)),
+        "run_totals": dg.MetadataValue.md(
+            markdown_table(run_days, {side: usd for side in (*SIDES, "total")})
+        ),
+    }
+
+
 def build_totals_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         name=TOTALS,
@@ -79,7 +122,7 @@ def build_totals_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
         metadata=warehouse_metadata(TOTALS),
     )
     def daily_liquidation_totals(
-        context: dg.AssetExecutionContext, **inputs: pd.DataFrame
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, **inputs: pd.DataFrame
     ) -> dg.Output[pd.DataFrame]:
         """Daily cross-exchange BTC liquidations, USD: per exchange and side, long, short, total."""
         window = run_window(context)
@@ -94,7 +137,14 @@ def build_totals_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
                 allow_retries=False,
             )
         totals = compute_totals(inputs, days)
-        add_day_metadata(context, day_metadata(totals))
+        by_day = day_metadata(totals)
+        # One chart per run, on its newest day: never one per day of a long backfill.
+        newest = days[-1]
+        stored = stored_chart_days(warehouse, newest, window.start)
+        by_day[partition_key(newest)] |= newest_day_metadata(
+            chart_window(stored, totals, newest), totals
+        )
+        add_day_metadata(context, by_day)
         return dg.Output(
             totals,
             metadata={"run_days": len(totals), "run_total_usd": float(totals["total_usd"].sum())},

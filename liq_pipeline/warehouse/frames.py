@@ -28,6 +28,7 @@ _ARROW_TYPES: dict[ColumnKind, pa.DataType] = {
     "timestamp": pa.timestamp("ms", tz="UTC"),
     "date": pa.date32(),
     "float": pa.float64(),
+    "integer": pa.int64(),
     "text": pa.string(),
 }
 
@@ -50,6 +51,8 @@ def _dtype_ok(kind: ColumnKind, dtype: object) -> bool:
         return isinstance(dtype, np.dtype) and dtype.kind == "M"
     if kind == "float":
         return dtype == np.dtype("float64")
+    if kind == "integer":
+        return dtype == np.dtype("int64")
     return isinstance(dtype, pd.StringDtype) or dtype == np.dtype("O")
 
 

@@ -18,10 +18,18 @@ from typing import Any, Literal
 import dagster as dg
 import sqlalchemy as sa
 
-from liq_pipeline.contract import EXCHANGES, KWERY_TABLE, NEWHEDGE_METRICS, SIDES, TOTALS_TABLE
+from liq_pipeline.contract import (
+    BARS_TABLE,
+    CASCADES_TABLE,
+    EXCHANGES,
+    KWERY_TABLE,
+    NEWHEDGE_METRICS,
+    SIDES,
+    TOTALS_TABLE,
+)
 from liq_pipeline.warehouse.errors import WarehouseError
 
-ColumnKind = Literal["timestamp", "date", "float", "text"]
+ColumnKind = Literal["timestamp", "date", "float", "integer", "text"]
 
 IDENTIFIER_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 SEQ_COLUMN = "_seq"
@@ -34,6 +42,7 @@ _PANDAS_DTYPE: dict[ColumnKind, str] = {
     "timestamp": "datetime64[ms, UTC]",
     "date": "datetime64[s]",
     "float": "float64",
+    "integer": "int64",
     "text": "str",
 }
 
@@ -196,8 +205,48 @@ DAILY_LIQUIDATION_TOTALS = TableSpec(
     unique_time=True,
 )
 
+# Analytics derived from the stored events (assets/analytics.py), sliced by symbol like the events.
+# Both are small (at most 2 x 1,440 bars per symbol and day), so one (time, symbol) index serves
+# the partition delete and analysts' time-range queries.
+KWERY_LIQUIDATION_BARS = TableSpec(
+    name=BARS_TABLE,
+    columns=(
+        Column("bucket_start", "timestamp"),
+        Column("symbol", "text"),
+        Column("side", "text"),
+        Column("events", "integer"),
+        *_floats("quantity", "usd_value", "max_usd_value"),
+    ),
+    time_column="bucket_start",
+    slice_columns=("symbol",),
+    index=("bucket_start", "symbol"),
+)
+
+KWERY_LIQUIDATION_CASCADES = TableSpec(
+    name=CASCADES_TABLE,
+    columns=(
+        Column("start", "timestamp"),
+        Column("end", "timestamp"),
+        Column("symbol", "text"),
+        Column("side", "text"),
+        Column("events", "integer"),
+        *_floats("quantity", "usd_value", "max_usd_value"),
+        *_floats("first_avg_price", "last_avg_price", "price_move_pct"),
+    ),
+    time_column="start",
+    slice_columns=("symbol",),
+    index=("start", "symbol"),
+)
+
 TABLES: Mapping[str, TableSpec] = {
-    t.name: t for t in (KWERY_LIQUIDATIONS, *NEWHEDGE_TABLES, DAILY_LIQUIDATION_TOTALS)
+    t.name: t
+    for t in (
+        KWERY_LIQUIDATIONS,
+        *NEWHEDGE_TABLES,
+        DAILY_LIQUIDATION_TOTALS,
+        KWERY_LIQUIDATION_BARS,
+        KWERY_LIQUIDATION_CASCADES,
+    )
 }
 
 
@@ -241,11 +290,13 @@ def warehouse_metadata(table: str, **slice: str) -> dict[str, Any]:
 
 # --- SQLAlchemy DDL ---------------------------------------------------------------------------
 
-# SQLite: TIMESTAMP/DATE/REAL/TEXT declared types (values stored as ISO-8601 text, see sqlite.py).
+# SQLite: TIMESTAMP/DATE/REAL/INTEGER/TEXT declared types (times stored as ISO-8601 text, see
+# sqlite.py).
 _SA_TYPES: dict[ColumnKind, Any] = {
     "timestamp": sa.TIMESTAMP(timezone=True),
     "date": sa.Date(),
     "float": sa.Double().with_variant(sa.REAL(), "sqlite"),
+    "integer": sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
     "text": sa.Text(),
 }
 

@@ -1,16 +1,35 @@
+import base64
 import datetime as dt
+import re
+import warnings
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 
+from liq_pipeline import charts
 from liq_pipeline.assets import newhedge
 from liq_pipeline.assets import totals as totals_module
-from liq_pipeline.assets.newhedge import MissingDays, cut_window
-from liq_pipeline.assets.totals import compute_totals, missing_metric_days
+from liq_pipeline.assets.newhedge import MissingDays, build_newhedge_assets, cut_window
+from liq_pipeline.assets.totals import (
+    CHART_DAYS,
+    TOTALS,
+    build_totals_asset,
+    chart_window,
+    compute_totals,
+    missing_metric_days,
+    part_column,
+    stored_chart_days,
+)
 from liq_pipeline.checks import day_checks, reconciliation_table
-from liq_pipeline.clients import NEWHEDGE_METRICS
+from liq_pipeline.clients import EXCHANGES, NEWHEDGE_METRICS
 from liq_pipeline.partitions import window_days
+from liq_pipeline.per_day import usd
+from liq_pipeline.resources import NewhedgeResource
+from liq_pipeline.simulator import DEMO_NEWHEDGE_TOKEN, Simulator
+from liq_pipeline.warehouse import WarehouseIOManager, WarehouseResource, warehouse_metadata
+from liq_pipeline_tests.assets.analytics_helpers import DAILY, day_metadata, range_tags
 
 
 def days(*isos: str) -> pd.DatetimeIndex:
@@ -135,3 +154,105 @@ def test_reconciliation_flags_days_where_events_exceed_or_lack_newhedge():
     no_value = day_checks(unpublished)["2026-03-09"]
     assert not no_value.passed
     assert (no_value.metadata["newhedge_long_usd"], no_value.metadata["long_ratio"]) == (None, None)
+
+
+# --- the totals chart -------------------------------------------------------------------------
+
+
+def totals_rows(values: dict[str, float]) -> pd.DataFrame:
+    """Totals rows whose every part (and so every sum) is derived from one number per day."""
+    frame = pd.DataFrame({"day": days(*values)})
+    for exchange in EXCHANGES:
+        for side in ("long", "short"):
+            frame[part_column(exchange, side)] = list(values.values())
+    for side in ("long", "short"):
+        frame[f"{side}_usd"] = frame[[part_column(e, side) for e in EXCHANGES]].sum(axis=1)
+    frame["total_usd"] = frame["long_usd"] + frame["short_usd"]
+    return frame
+
+
+def test_the_chart_shows_the_30_days_up_to_the_newest_day_of_the_run():
+    stored = totals_rows(
+        {"2026-02-01": 1.0, "2026-02-10": 2.0, "2026-03-01": 3.0, "2026-03-09": 4.0}
+    )
+    run = totals_rows({"2026-03-09": 5.0, "2026-03-10": 6.0})
+    window = chart_window(stored, run, pd.Timestamp("2026-03-10"))
+    assert len(window) == CHART_DAYS
+    assert (window["day"].iloc[0], window["day"].iloc[-1]) == (
+        pd.Timestamp("2026-02-09"),
+        pd.Timestamp("2026-03-10"),
+    )
+    known = window.dropna().set_index("day")["okx_long_usd"].to_dict()
+    # 02-01 is before the window; the run's 03-09 replaces the stored one; gaps stay empty.
+    assert known == {
+        pd.Timestamp("2026-02-10"): 2.0,
+        pd.Timestamp("2026-03-01"): 3.0,
+        pd.Timestamp("2026-03-09"): 5.0,
+        pd.Timestamp("2026-03-10"): 6.0,
+    }
+    png = charts.totals_chart(window, "title")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 150_000
+
+
+def test_only_the_stored_days_before_the_run_are_read(wh):
+    io = WarehouseIOManager(url=wh.url)
+    stored = totals_rows({f"2026-03-{d:02d}": float(d) for d in range(1, 11)})
+    with dg.build_output_context(
+        asset_key=TOTALS,
+        definition_metadata=warehouse_metadata(TOTALS),
+        asset_partitions_def=DAILY,
+        asset_partition_key_range=dg.PartitionKeyRange("2026-03-01", "2026-03-10"),
+    ) as context:
+        io.handle_output(context, stored)
+    warehouse = WarehouseResource(url=wh.url)
+    run_start = dt.datetime(2026, 3, 9, tzinfo=dt.UTC)
+    before = stored_chart_days(warehouse, pd.Timestamp("2026-03-10"), run_start)
+    assert before["day"].tolist() == list(days(*(f"2026-03-{d:02d}" for d in range(1, 9))))
+    # A run longer than the chart reads nothing.
+    long_run = stored_chart_days(
+        warehouse, pd.Timestamp("2026-03-10"), run_start - dt.timedelta(59)
+    )
+    assert long_run.empty
+
+
+def test_the_newest_day_of_each_run_carries_the_chart_and_a_table_of_the_runs_days(wh, monkeypatch):
+    drawn: list[pd.DataFrame] = []
+    real_chart = charts.totals_chart
+
+    def spy(window: pd.DataFrame, title: str) -> bytes:
+        drawn.append(window)
+        return real_chart(window, title)
+
+    monkeypatch.setattr(charts, "totals_chart", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        assets = [build_newhedge_assets(DAILY), build_totals_asset(DAILY)]
+    with Simulator(port=0, now=dt.datetime(2026, 3, 21, 12, tzinfo=dt.UTC)) as sim:
+        resources = {
+            "io_manager": WarehouseIOManager(url=wh.url),
+            "warehouse": WarehouseResource(url=wh.url),
+            "newhedge": NewhedgeResource(api_token=DEMO_NEWHEDGE_TOKEN, base_url=sim.url),
+        }
+        first = dg.materialize(
+            assets, resources=resources, tags=range_tags("2026-03-05", "2026-03-07")
+        )
+        second = dg.materialize(assets, resources=resources, partition_key="2026-03-08")
+    meta = day_metadata(first, TOTALS)
+    assert [day for day, m in sorted(meta.items()) if "chart" in m] == ["2026-03-07"]
+    newest = meta["2026-03-07"]
+    table = newest["run_totals"].splitlines()
+    assert table[:2] == ["| day | long | short | total |", "|---|---|---|---|"]
+    assert len(table) == 2 + 3
+    assert table[2] == (
+        f"| 2026-03-05 | {usd(meta['2026-03-05']['long_usd'])} | "
+        f"{usd(meta['2026-03-05']['short_usd'])} | {usd(meta['2026-03-05']['total_usd'])} |"
+    )
+    assert re.fullmatch(r"!\[.*\]\(data:image/png;base64,[A-Za-z0-9+/=]+\)", newest["chart"])
+    png = base64.b64decode(newest["chart"].split("base64,")[1][:-1])
+    assert len(png) < 150_000
+    # The one-day run's chart has the three stored days before it: it read the warehouse.
+    assert len(drawn) == 2
+    shown = drawn[1].dropna()["day"].dt.strftime("%Y-%m-%d").tolist()
+    assert shown == ["2026-03-05", "2026-03-06", "2026-03-07", "2026-03-08"]
+    [only] = day_metadata(second, TOTALS).values()
+    assert only["chart"].startswith("![") and only["run_totals"].count("\n") == 2

@@ -5,6 +5,7 @@ import weakref
 from collections.abc import Iterator
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -213,6 +214,39 @@ def test_totals_table_round_trip(wh: Warehouse) -> None:
     )
     assert meta["dagster/table_name"] == "daily_liquidation_totals"
     pd.testing.assert_frame_equal(read(io, asset="daily_liquidation_totals", metadata=None), totals)
+
+
+def test_integer_columns_round_trip_as_int64_and_refuse_floats(wh: Warehouse) -> None:
+    io = wh.io()
+    bars_btc = warehouse_metadata("kwery_liquidation_bars", symbol="BTC")
+    bars = pd.DataFrame(
+        {
+            "bucket_start": pd.to_datetime(["2026-03-02 00:01", "2026-03-02 00:01"], utc=True)
+            .astype("datetime64[ms, UTC]")
+            .array,
+            "symbol": pd.array(["BTC", "BTC"], dtype="str"),
+            "side": pd.array(["long", "short"], dtype="str"),
+            "events": np.array([3, 2**40], dtype="int64"),  # beyond 32 bits: BIGINT on PostgreSQL
+            "quantity": [0.5, 1.25],
+            "usd_value": [45_000.0, 110_000.5],
+            "max_usd_value": [30_000.0, 110_000.5],
+        }
+    )
+    write(io, bars, asset="kwery_liquidation_bars_btc", metadata=bars_btc)
+    loaded = read(io, asset="kwery_liquidation_bars_btc", metadata=bars_btc)
+    pd.testing.assert_frame_equal(loaded, bars)
+    assert str(loaded["events"].dtype) == "int64"
+    if wh.kind == "sqlite":
+        assert wh.rows("SELECT typeof(events) FROM kwery_liquidation_bars LIMIT 1") == [
+            ("integer",)
+        ]
+    with pytest.raises(WarehouseError, match="column events has dtype float64, expected int64"):
+        write(
+            io,
+            bars.astype({"events": "float64"}),
+            asset="kwery_liquidation_bars_btc",
+            metadata=bars_btc,
+        )
 
 
 def test_iterator_of_frames_and_empty_iterator(wh: Warehouse) -> None:
