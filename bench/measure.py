@@ -45,7 +45,10 @@ from bench.plan import (
 from liq_pipeline.simulator import DEMO_NEWHEDGE_TOKEN
 
 ALL_ASSETS = "*"
-KWERY_JOB = "kwery_daily_job"
+# Kwery-only figures materialize the events asset (and its day check) alone: kwery_daily_job
+# also runs the analytics of the day.
+KWERY_ONLY = "kwery_liquidations_btc"
+ANALYTICS = "group:analytics"
 DEFINITIONS = ("-m", "liq_pipeline.definitions")
 WARM_UP = Window.of("2026-03-20")  # a quiet day: one untimed Kwery run per instance
 
@@ -77,6 +80,7 @@ class Sample:
     instance: str = "sqlite"
     cursor_floor_seconds: float | None = None  # the one-cursor floor (kwery-1m), when measured
     cursor_floor: dict[str, Any] | None = None
+    analytics_seconds: float | None = None  # the analytics alone over the stored events
 
     @classmethod
     def of(cls, run: Run, floor: tuple[Child, dict] | None = None, **extra: Any) -> Sample:
@@ -154,7 +158,7 @@ class Bench:
             self._instances[name] = made
             self.log(f"{made.label}: warming up")
             with self.warehouse("sqlite") as warehouse:
-                self.job(warehouse, KWERY_JOB, {"dagster/partition": str(WARM_UP.first)}, name)
+                self.materialize(warehouse, KWERY_ONLY, WARM_UP, name)
         return self._instances[name]
 
     def env(self, warehouse: Warehouse, instance: Instance) -> dict[str, str]:
@@ -265,9 +269,11 @@ class Bench:
         direct: bool = False,
         floor: bool = True,
         instance: str = "sqlite",
+        analytics: bool = False,
     ) -> list[Sample]:
         """Single-run backfills of every asset over `window`, each paired with a floor run
-        (and, with `direct`, with bench/direct.py over the same Kwery rows). Samples already
+        (and, with `direct`, with bench/direct.py over the same Kwery rows; with `analytics`,
+        a run of the analytics alone over the events just stored). Samples already
         measured for the same (backend, instance, window), with a floor if one is asked for,
         are reused."""
         key = ("backfill", backend, instance, *window.key)
@@ -282,7 +288,12 @@ class Bench:
             with self.warehouse(backend) as warehouse:
                 run = self.materialize(warehouse, ALL_ASSETS, window, instance)
                 self.check_stored(warehouse, window)
-            samples.append(Sample.of(run, paired, direct=report, instance=instance))
+                again = (
+                    self.materialize(warehouse, ANALYTICS, window, instance) if analytics else None
+                )
+            sample = Sample.of(run, paired, direct=report, instance=instance)
+            sample.analytics_seconds = again.child.seconds if again is not None else None
+            samples.append(sample)
             self.log(
                 f"backfill {backend} warehouse, {instance} instance, {window}: pipeline "
                 f"{run.child.seconds:.1f} s ({run.child.rss_mib:.0f} MiB, "
@@ -341,13 +352,6 @@ class Bench:
             and (not one_cursor or all(s.cursor_floor for s in have))
         ):
             return have
-        if window.first == window.last:
-            tags = {"dagster/partition": str(window.first)}
-        else:
-            tags = {
-                "dagster/asset_partition_range_start": str(window.first),
-                "dagster/asset_partition_range_end": str(window.last),
-            }
         samples = []
         for _ in range(repeats):
             floor = self.floor("sqlite", window, newhedge=False)
@@ -358,14 +362,14 @@ class Bench:
             )
             report = self.direct("sqlite", window) if direct else None
             with self.warehouse("sqlite") as warehouse:
-                run = self.job(warehouse, KWERY_JOB, tags)
+                run = self.materialize(warehouse, KWERY_ONLY, window)
                 self.check_stored(warehouse, window)
             sample = Sample.of(run, floor, direct=report)
             if cursor is not None:
                 sample.cursor_floor_seconds, sample.cursor_floor = cursor[0].seconds, cursor[1]
             samples.append(sample)
             self.log(
-                f"{KWERY_JOB} {window}: pipeline {run.child.seconds:.1f} s, "
+                f"{KWERY_ONLY} {window}: pipeline {run.child.seconds:.1f} s, "
                 f"floor {floor[0].seconds:.2f} s"
                 + (f", one-cursor floor {cursor[0].seconds:.2f} s" if cursor else "")
                 + (f", direct {report['seconds']:.2f} s" if report else "")

@@ -153,7 +153,7 @@ class Plan:
     memory_large: Window
     throughput: tuple[tuple[str, Window], ...]
     daily_schedule_day: dt.date  # the scheduled ticks of the day after this partition
-    kwery_million: Window  # kwery_daily_job in one run vs ONE sequential cursor
+    kwery_million: Window  # the Kwery asset alone, one run, vs ONE sequential cursor
     kwery_million_rows: int  # the events that window must hold at least (checked up front)
     latency: Window  # every asset, one run, the simulator answering after LATENCY_MS
     bookkeeping: tuple[Window, ...]  # every asset, one run: points of the per-(asset, day) fit

@@ -17,7 +17,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from bench.launch import INSTANCE_LABELS, REPO
-from bench.measure import KWERY_JOB, Sample, sample_days
+from bench.measure import KWERY_ONLY, Sample, sample_days
 from bench.plan import (
     KWERY_FAULTS,
     LATENCY_MS,
@@ -231,6 +231,19 @@ def backfill_section(plan: Plan, results: dict[str, list[Sample]]) -> Section:
                 f"{backend}: the CLI run minus our code = {seconds(rest)} of Dagster (process "
                 "start-up, definitions, run and event bookkeeping)"
             )
+        timed = [s.analytics_seconds for s in samples if s.analytics_seconds]
+        if timed:
+            events = minimum(plan.backfill).rows
+            cost = Stat.of(timed)
+            section.rows.append(
+                Row(
+                    f"{backend}: the analytics alone (bars + cascades, from the stored events)",
+                    f"{seconds(cost)}, {events / cost.median:,.0f} events/s",
+                    "—",
+                    "—",
+                    "report",
+                )
+            )
         section.notes.append(
             f"{backend} floor work: {floor_split(samples)}; pipeline peak RSS "
             f"{mib(Stat.of([s.rss_mib for s in samples]))}"
@@ -283,7 +296,7 @@ def partitions_section(plan: Plan, single: list[Sample], per_partition: list[Sam
 
 
 def throughput_section(plan: Plan, points: list[tuple[str, Window, list[Sample]]]) -> Section:
-    section = Section(f"3. Throughput scaling — {KWERY_JOB} (Kwery events only), SQLite")
+    section = Section(f"3. Throughput scaling — {KWERY_ONLY} (Kwery events only), SQLite")
     medians: dict[str, dict[str, float]] = {}
     for label, window, samples in points:
         rows = minimum(window).rows
@@ -429,7 +442,7 @@ def million_section(window: Window, samples: list[Sample]) -> Section:
     rows = minimum(window).rows
     one = cursor_minimum(window)
     section = Section(
-        f"6. Kwery-only single run vs ONE sequential cursor — {KWERY_JOB} over {window}, "
+        f"6. Kwery-only single run vs ONE sequential cursor — {KWERY_ONLY} over {window}, "
         "SQLite warehouse, SQLite instance"
     )
     paired = [s for s in samples if s.cursor_floor_seconds]

@@ -50,7 +50,7 @@ Set-up, identical for every figure:
   and 8 Newhedge requests whatever the range.
 
 The figures of sections 6-9 (full run; --quick and its smaller windows in plan.py):
-6 kwery-1m     kwery_daily_job over 2025-01-02…2026-02-02 (397 d, 1,013,887 events; no 80-day
+6 kwery-1m     kwery_liquidations_btc over 2025-01-02…2026-02-02 (397 d, 1,013,887 events; no 80-day
                window of the simulator reaches 1M) in one run, SQLite warehouse and instance,
                vs the floor fetching it as ONE cursor. Target ≤ 1.00×.
 7 latency      every asset over 90 days in one run while the simulator answers every API
@@ -122,7 +122,11 @@ def measure(
     if "api" in selected or "backfill" in selected:
         backfills = {
             b: bench.backfill(
-                b, plan.backfill, plan.repeats, direct=plan.direct_backfill and b == "sqlite"
+                b,
+                plan.backfill,
+                plan.repeats,
+                direct=plan.direct_backfill and b == "sqlite",
+                analytics=b == "sqlite",
             )
             for b in backends
         }

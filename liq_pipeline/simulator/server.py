@@ -187,43 +187,17 @@ class Simulator:
 
     # -- faults ------------------------------------------------------------------------------
 
-    def inject(
-        self,
-        kind: str,
-        count: int = 1,
-        *,
-        api: str = "kwery",
-        skip: int = 0,
-        retry_after: str | None = "1",
-        metric: str | None = None,
-        seconds: float | None = None,
-        field: str | None = None,
-        value: Any = UNSET,
-        row: int | None = None,
-        day: dt.date | str | None = None,
-    ) -> None:
+    def inject(self, kind: str, count: int = 1, **params: Any) -> None:
         """Fault the next `count` matching requests of `api` after letting `skip` through.
 
-        `retry_after` is the 429 fault's ``Retry-After`` (None: no header); `metric` limits a
-        Newhedge fault to one metric; `seconds` (``hang``), `field`/`value`/`row`
-        (Kwery ``bad_value``), `value`/`day` (Newhedge ``bad_value``), `day` (``gap``).
-        Kinds, their parameters and the queue rules: `liq_pipeline.simulator.faults`.
-        ValueError on an unknown kind or a parameter that is missing, wrong or not the kind's.
+        The keyword parameters are `make_fault`'s: `api`, `skip`, `retry_after` (the 429
+        fault's ``Retry-After``; None: no header), `metric` (a Newhedge fault on one metric),
+        `seconds` (``hang``), `field`/`value`/`row` (Kwery ``bad_value``), `value`/`day`
+        (Newhedge ``bad_value``), `day` (``gap``). Kinds, their parameters and the queue rules:
+        `liq_pipeline.simulator.faults`. ValueError on an unknown kind or a parameter that is
+        missing, wrong or not the kind's.
         """
-        fault = make_fault(
-            kind,
-            count,
-            api=api,
-            skip=skip,
-            retry_after=retry_after,
-            metric=metric,
-            seconds=seconds,
-            field=field,
-            value=value,
-            row=row,
-            day=day,
-        )
-        self._faults.add(fault)
+        self._faults.add(make_fault(kind, count, **params))
 
     def clear_faults(self) -> None:
         self._faults.clear()
