@@ -3,7 +3,6 @@
 from liq_pipeline.clients.kwery import (
     KWERY_COLUMNS,
     KweryClient,
-    KweryPage,
     KweryResult,
     KweryStats,
 )
@@ -16,7 +15,6 @@ __all__ = [
     "NEWHEDGE_METRICS",
     "SIDES",
     "KweryClient",
-    "KweryPage",
     "KweryResult",
     "KweryStats",
     "NewhedgeClient",

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypedDict, TypeVar, Unpack
 
 import numpy as np
 import orjson
@@ -95,21 +95,18 @@ class KweryStats:
     pages_without_credits_header: int = 0
 
 
-@dataclass(frozen=True)
-class KweryPage:
-    """One page: exactly the rows the API returned (KWERY_COLUMNS), and the stats so far."""
+class KweryQuery(TypedDict, total=False):
+    """The options of a Kwery query besides symbol, start and end."""
 
-    table: pa.Table
-    stats: KweryStats
-
-    @property
-    def frame(self) -> pd.DataFrame:
-        return self.table.to_pandas()
+    side: str
+    min_usd: float | None
+    limit: int
 
 
 @dataclass(frozen=True)
 class KweryResult:
-    """All rows of a range in one table, and the stats of the whole call."""
+    """Rows exactly as the API returned them (KWERY_COLUMNS), and the stats of the call so far:
+    one page of `iter_pages`, or every page of `fetch`."""
 
     table: pa.Table
     stats: KweryStats
@@ -358,7 +355,7 @@ class KweryClient(ApiClient):
         side: str = "all",
         min_usd: float | None = None,
         limit: int = MAX_LIMIT,
-    ) -> Iterator[KweryPage]:
+    ) -> Iterator[KweryResult]:
         """Yield every page of ``[start, end)`` (aware datetimes), in the API's order.
 
         ``side`` and ``symbol`` are sent as given (the API answers invalid values with a typed
@@ -385,19 +382,13 @@ class KweryClient(ApiClient):
         return self._pages(params, start_ms, end_ms, limit)
 
     def fetch(
-        self,
-        symbol: str,
-        start: datetime,
-        end: datetime,
-        *,
-        side: str = "all",
-        min_usd: float | None = None,
-        limit: int = MAX_LIMIT,
+        self, symbol: str, start: datetime, end: datetime, **options: Unpack[KweryQuery]
     ) -> KweryResult:
-        """Every event of ``[start, end)`` in one frame; for ranges that fit in memory."""
+        """Every event of ``[start, end)`` in one table (`iter_pages`' options); for ranges
+        that fit in memory."""
         tables: list[pa.Table] = []
         stats = KweryStats()
-        for page in self.iter_pages(symbol, start, end, side=side, min_usd=min_usd, limit=limit):
+        for page in self.iter_pages(symbol, start, end, **options):
             tables.append(page.table)
             stats = page.stats
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
@@ -431,7 +422,7 @@ class KweryClient(ApiClient):
 
     def _pages(
         self, params: dict[str, str], start_ms: int, end_ms: int, limit: int
-    ) -> Iterator[KweryPage]:
+    ) -> Iterator[KweryResult]:
         url = self.base_url + KWERY_PATH
         stats = KweryStats()
         seen_cursors: set[str] = set()
@@ -476,7 +467,7 @@ class KweryClient(ApiClient):
                     )
                 seen_cursors.add(next_cursor)
             stats = replace(stats, pages=stats.pages + 1, rows=stats.rows + table.num_rows)
-            yield KweryPage(table, stats)
+            yield KweryResult(table, stats)
             if not has_more:
                 return
             cursor = next_cursor

@@ -46,6 +46,17 @@ METRICS: tuple[str, ...] = tuple(
     for side in ("long", "short")
 )
 KWERY_SOURCE = "binance_futures"
+# The fields of a Kwery row, in the order the API writes them.
+KWERY_FIELDS: tuple[str, ...] = (
+    "timestamp",
+    "symbol",
+    "source",
+    "side",
+    "quantity",
+    "price",
+    "avg_price",
+    "usd_value",
+)
 KWERY_DATA_START = dt.date(2019, 9, 1)
 NEWHEDGE_DATA_START = dt.date(2020, 1, 1)
 

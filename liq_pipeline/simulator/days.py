@@ -26,16 +26,7 @@ import orjson
 
 from liq_pipeline.simulator import data
 
-ROW_FIELDS: tuple[str, ...] = (
-    "timestamp",
-    "symbol",
-    "source",
-    "side",
-    "quantity",
-    "price",
-    "avg_price",
-    "usd_value",
-)
+ROW_FIELDS = data.KWERY_FIELDS
 _NUMBERS = ("quantity", "price", "avg_price", "usd_value")
 _STAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -89,16 +89,7 @@ KIND_PARAMS: dict[tuple[str, str], frozenset[str]] = {
     ("bad_value", "newhedge"): frozenset({"value", "day"}),
     ("gap", "newhedge"): frozenset({"day"}),
 }
-KWERY_FIELDS: tuple[str, ...] = (
-    "timestamp",
-    "symbol",
-    "source",
-    "side",
-    "quantity",
-    "price",
-    "avg_price",
-    "usd_value",
-)
+KWERY_FIELDS = data.KWERY_FIELDS
 MAX_ROW = 999  # a Kwery page holds at most 1,000 rows
 STATUS_CODES = {
     "429": "rate_limited",

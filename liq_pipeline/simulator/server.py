@@ -29,7 +29,7 @@ import orjson
 
 from liq_pipeline.simulator import data
 from liq_pipeline.simulator.days import KweryDays
-from liq_pipeline.simulator.faults import FAULT_KINDS, UNSET, FaultQueue, make_fault
+from liq_pipeline.simulator.faults import UNSET, FaultQueue, make_fault
 from liq_pipeline.simulator.http import (
     Response,
     Server,
@@ -52,16 +52,6 @@ from liq_pipeline.simulator.newhedge import (
     NewhedgeApi,
 )
 from liq_pipeline.simulator.usage import Usage
-
-__all__ = [
-    "DEFAULT_TIERS",
-    "DEMO_KWERY_KEYS",
-    "DEMO_NEWHEDGE_TOKEN",
-    "FAULT_KINDS",
-    "KweryTier",
-    "Simulator",
-    "parse_iso",
-]
 
 UTC = dt.UTC
 _ADMIN_PATHS = ("/_sim/faults", "/_sim/stats", "/_sim/now")
