@@ -22,12 +22,9 @@ Locking
 - SQLite: one writer at a time anyway: BEGIN IMMEDIATE takes the write lock up front and waits
   up to the busy timeout; WAL lets readers go on meanwhile.
 
-Measured on this machine (1M Kwery-shaped rows, bench/bench_write.py; 2 noisy cores):
-- PostgreSQL, ADBC binary COPY: ~19x pandas `to_sql` for a new window, ~12x for a replace of
-  the same 1M rows (the DELETE, and the COPY into not-yet-vacuumed index entries); peak memory
-  <0.1x the frame (the Arrow view of the frame is zero-copy, batches of 64k rows).
-- SQLite, adbc-driver-sqlite ingest: ~6.5x `to_sql`; `sqlite3.executemany` of tuples reached
-  only ~2.5x (building Python tuples is the cost), peak memory ~0.45x the frame.
+Why ADBC: binary COPY into PostgreSQL and Arrow ingest into SQLite are many times faster than
+pandas `to_sql` and `executemany`, with a fraction of the memory (README, Performance, has the
+measurements; bench/bench_write.py reproduces them).
 """
 
 import abc
@@ -508,7 +505,7 @@ class SqliteBackend(Backend):
     in columns declared TIMESTAMP / DATE (floats REAL, text TEXT). Fixed width and always UTC, so
     plain SQL string comparison and ORDER BY are time order, analysts can read them, and SQLite's
     date functions accept them. Integer epoch-ms would index slightly faster but is unreadable;
-    formatting costs ~0.06 s per 1M rows here (vectorized), small next to the insert itself.
+    the (vectorized) formatting is small next to the insert itself.
 
     Every access (DDL included) goes through adbc-driver-sqlite, which links its own SQLite: in a
     process that writes the warehouse, do not also open the file with Python's sqlite3 module
@@ -573,7 +570,7 @@ class SqliteBackend(Backend):
             try:
                 with conn.cursor() as cur:
                     # page_size only takes effect on a new, empty file (before WAL): 16 KiB pages
-                    # made a 1M-row replace ~15-20 % faster than 4 KiB here (ISO-text index keys).
+                    # made a 1M-row replace faster than 4 KiB (ISO-text index keys; README).
                     cur.execute("PRAGMA page_size = 16384")
                     cur.execute("PRAGMA journal_mode = WAL")  # persistent in the file
                     cur.fetchall()

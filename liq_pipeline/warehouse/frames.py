@@ -226,7 +226,7 @@ def frame_to_arrow(
 # --- SQLite text encoding ----------------------------------------------------------------------
 # ISO-8601 text, fixed width, so SQL string comparison is time order:
 #   timestamps 'YYYY-MM-DD HH:MM:SS.fff+00:00' (29 chars), dates 'YYYY-MM-DD'.
-# Arrow's strftime needs ~1.5 s per 1M timestamps; gathering from lookup tables takes ~0.06 s.
+# Gathered from lookup tables: ~25x faster than Arrow's strftime (README, Performance).
 
 _EPOCH = dt.date(1970, 1, 1)
 _TS_WIDTH = 29

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from liq_pipeline.warehouse import TABLES, FrameStream
+from liq_pipeline.warehouse import TABLES, FrameStream, WarehouseError
 from liq_pipeline.warehouse.backends import make_backend, pg_lock_plan
 from liq_pipeline.warehouse.tables import Window
 from liq_pipeline_tests.warehouse.helpers import (
@@ -171,7 +171,7 @@ def test_lock_timeout_gives_a_clear_error(
     first = Worker(lambda: write(io, kwery_frame("2026-03-02", n=3, seed=1)))
     assert gate.paused.wait(30)
     try:
-        with pytest.raises(Exception) as err:
+        with pytest.raises(WarehouseError) as err:
             write(wh.io(lock_timeout_seconds=timeout), kwery_frame("2026-03-02", n=1))
     finally:
         gate.release.set()
