@@ -25,6 +25,10 @@ DEMO_KWERY_KEY = "demo-business-key"  # full history, as a backfill needs
 DEMO_DAYS = 7
 # Newhedge publishes day D at D+1 01:00 UTC (CONTRACT.md simulator clock).
 NEWHEDGE_PUBLICATION = dt.timedelta(hours=1)
+EXAMPLE_SQL = (
+    "SELECT day, long_usd, short_usd, total_usd FROM daily_liquidation_totals "
+    "ORDER BY day DESC LIMIT 7"
+)
 
 
 def project_root() -> Path:
@@ -128,7 +132,21 @@ def run_demo(root: Path) -> int:
         f"\nKwery: {kwery['rows']:,} BTC events, {kwery['ok_requests']} requests, "
         f"{kwery['credits_used']:,} credits. Newhedge: {newhedge['ok_requests']} requests."
     )
+    print_next_steps(data / "warehouse.sqlite")
     return 0
+
+
+def print_next_steps(warehouse_file: Path) -> None:
+    liq_demo = Path(sys.executable).with_name("liq-demo")
+    print(
+        "\nNext:\n"
+        f"  {liq_demo} dev\n"
+        "      the Dagster UI on http://127.0.0.1:3000: these days' assets, their checks, charts\n"
+        "      and per-day metadata, wired to a simulator like this one\n"
+        f"  the warehouse: {warehouse_file} (any SQLite client), e.g.\n"
+        f'      sqlite3 {warehouse_file} "{EXAMPLE_SQL}"\n'
+        "  tables, columns and settings: docs/INTERFACE.md"
+    )
 
 
 def run_dev(root: Path, simulator_port: int, ui_port: int) -> int:

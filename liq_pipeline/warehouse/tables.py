@@ -58,6 +58,8 @@ def validate_identifier(name: object, what: str = "identifier") -> str:
 class Column:
     name: str
     kind: ColumnKind
+    # Shown in the Dagster catalog (column schema) and docs/INTERFACE.md: unit, time zone, sign.
+    description: str
 
     @property
     def pandas_dtype(self) -> str:
@@ -117,7 +119,10 @@ class TableSpec:
 
     def dagster_schema(self) -> dg.TableSchema:
         return dg.TableSchema(
-            columns=[dg.TableColumn(name=c.name, type=c.pandas_dtype) for c in self.columns]
+            columns=[
+                dg.TableColumn(name=c.name, type=c.pandas_dtype, description=c.description)
+                for c in self.columns
+            ]
         )
 
 
@@ -160,18 +165,24 @@ class Window:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
 
 
-def _floats(*names: str) -> tuple[Column, ...]:
-    return tuple(Column(n, "float") for n in names)
-
+_SYMBOL = Column("symbol", "text", "Kwery symbol, the base asset (e.g. BTC)")
+_SIDE = Column("side", "text", "long (a long position closed by force) or short")
+_EVENTS = Column("events", "integer", "number of liquidation events")
+_QUANTITY = Column("quantity", "float", "sum of the events' quantity, in the base asset")
+_USD = Column("usd_value", "float", "sum of the events' usd_value, USD")
+_MAX_USD = Column("max_usd_value", "float", "largest single event's usd_value, USD")
 
 KWERY_LIQUIDATIONS = TableSpec(
     name=KWERY_TABLE,
     columns=(
-        Column("timestamp", "timestamp"),
-        Column("symbol", "text"),
-        Column("source", "text"),
-        Column("side", "text"),
-        *_floats("quantity", "price", "avg_price", "usd_value"),
+        Column("timestamp", "timestamp", "time of the forced liquidation, UTC, ms precision"),
+        _SYMBOL,
+        Column("source", "text", "venue the event was reported from, as the API sent it"),
+        _SIDE,
+        Column("quantity", "float", "liquidated quantity, in the base asset (> 0)"),
+        Column("price", "float", "order price of the liquidation, USD (> 0)"),
+        Column("avg_price", "float", "average fill price, USD (> 0)"),
+        Column("usd_value", "float", "liquidated notional, USD (> 0), as the API sent it"),
     ),
     time_column="timestamp",
     slice_columns=("symbol",),
@@ -184,10 +195,20 @@ KWERY_LIQUIDATIONS = TableSpec(
     index=("timestamp", "symbol"),
 )
 
+_DAY = Column("day", "date", "UTC day")
+
 NEWHEDGE_TABLES = tuple(
     TableSpec(
         name=metric,
-        columns=(Column("day", "date"), Column("value", "float")),
+        columns=(
+            _DAY,
+            Column(
+                "value",
+                "float",
+                "USD liquidated that day, as published: "
+                + ("long liquidations, >= 0" if metric.endswith("_long") else "shorts negative"),
+            ),
+        ),
         time_column="day",
         unique_time=True,
     )
@@ -197,9 +218,15 @@ NEWHEDGE_TABLES = tuple(
 DAILY_LIQUIDATION_TOTALS = TableSpec(
     name=TOTALS_TABLE,
     columns=(
-        Column("day", "date"),
-        *_floats(*(f"{e}_{s}_usd" for e in EXCHANGES for s in SIDES)),
-        *_floats("long_usd", "short_usd", "total_usd"),
+        _DAY,
+        *(
+            Column(f"{e}_{s}_usd", "float", f"{s} liquidations on {e}, USD (>= 0)")
+            for e in EXCHANGES
+            for s in SIDES
+        ),
+        Column("long_usd", "float", "long liquidations over the four exchanges, USD (>= 0)"),
+        Column("short_usd", "float", "short liquidations over the four exchanges, USD (>= 0)"),
+        Column("total_usd", "float", "long_usd + short_usd, USD"),
     ),
     time_column="day",
     unique_time=True,
@@ -211,11 +238,13 @@ DAILY_LIQUIDATION_TOTALS = TableSpec(
 KWERY_LIQUIDATION_BARS = TableSpec(
     name=BARS_TABLE,
     columns=(
-        Column("bucket_start", "timestamp"),
-        Column("symbol", "text"),
-        Column("side", "text"),
-        Column("events", "integer"),
-        *_floats("quantity", "usd_value", "max_usd_value"),
+        Column("bucket_start", "timestamp", "start of the UTC minute, ms precision"),
+        _SYMBOL,
+        _SIDE,
+        _EVENTS,
+        _QUANTITY,
+        _USD,
+        _MAX_USD,
     ),
     time_column="bucket_start",
     slice_columns=("symbol",),
@@ -225,13 +254,17 @@ KWERY_LIQUIDATION_BARS = TableSpec(
 KWERY_LIQUIDATION_CASCADES = TableSpec(
     name=CASCADES_TABLE,
     columns=(
-        Column("start", "timestamp"),
-        Column("end", "timestamp"),
-        Column("symbol", "text"),
-        Column("side", "text"),
-        Column("events", "integer"),
-        *_floats("quantity", "usd_value", "max_usd_value"),
-        *_floats("first_avg_price", "last_avg_price", "price_move_pct"),
+        Column("start", "timestamp", "first event of the cascade, UTC"),
+        Column("end", "timestamp", "last event of the cascade, UTC"),
+        _SYMBOL,
+        _SIDE,
+        _EVENTS,
+        _QUANTITY,
+        _USD,
+        _MAX_USD,
+        Column("first_avg_price", "float", "avg_price of the first event, USD"),
+        Column("last_avg_price", "float", "avg_price of the last event, USD"),
+        Column("price_move_pct", "float", "(last_avg_price / first_avg_price - 1) x 100, %"),
     ),
     time_column="start",
     slice_columns=("symbol",),
@@ -290,8 +323,8 @@ def warehouse_metadata(table: str, **slice: str) -> dict[str, Any]:
 
 # --- SQLAlchemy DDL ---------------------------------------------------------------------------
 
-# SQLite: TIMESTAMP/DATE/REAL/INTEGER/TEXT declared types (times stored as ISO-8601 text, see
-# sqlite.py).
+# SQLite: TIMESTAMP/DATE/REAL/INTEGER/TEXT declared types (times stored as fixed-width UTC
+# ISO-8601 text, encoded by the SQLite backend in backends.py).
 _SA_TYPES: dict[ColumnKind, Any] = {
     "timestamp": sa.TIMESTAMP(timezone=True),
     "date": sa.Date(),

@@ -185,7 +185,7 @@ def test_identifiers_are_validated(tmp_path: object) -> None:
     ):
         warehouse_metadata("daily_liquidation_totals", symbol="BTC")
     with pytest.raises(WarehouseError, match=r"^invalid table name 'Bad-Name': must match"):
-        TableSpec("Bad-Name", (Column("day", "date"),), "day")
+        TableSpec("Bad-Name", (Column("day", "date", "UTC day"),), "day")
     io = WarehouseIOManager(url=f"sqlite:///{tmp_path}/w.sqlite")
     frame = value_frame(["2026-03-02"], [1.0])
     with pytest.raises(
@@ -322,3 +322,15 @@ def test_a_failing_read_or_sum_says_what_failed(wh: Warehouse) -> None:
         resource.kwery_daily_usd_by_side("BTC", start, end)
     assert str(err.value).startswith("daily sums of kwery_liquidations failed: ")
     assert "_kwery_liquidations" in str(err.value).removeprefix("daily sums of kwery_liquidations")
+
+
+def test_every_column_is_described_in_the_dagster_column_schema():
+    for spec in TABLES.values():
+        schema = spec.dagster_schema()
+        assert [c.name for c in schema.columns] == list(spec.column_names)
+        described = {c.name: c.description for c in schema.columns}
+        assert all(described.values()), f"{spec.name}: {described}"
+    totals = {c.name: c.description for c in TABLES["daily_liquidation_totals"].columns}
+    assert totals["okx_short_usd"] == "short liquidations on okx, USD (>= 0)"
+    short_metric = TABLES["bitcoin_liquidations_bybit_short"].column("value").description
+    assert short_metric == "USD liquidated that day, as published: shorts negative"
