@@ -101,7 +101,7 @@ def checked(child: Child, what: str) -> Child:
 
 class LatentSimulator(Simulator):
     """The simulator with a fixed delay before every API answer: the internet's round trip
-    (50-150 ms per page against the real APIs, ../shared/PERFORMANCE-NOTES.md). The server
+    (50-150 ms per page measured against the real APIs). The server
     answers each connection in its own thread, so concurrent requests wait concurrently."""
 
     def __init__(self, *args: Any, latency_s: float = 0.0, **kwargs: Any) -> None:

@@ -23,7 +23,7 @@ from liq_pipeline.warehouse import WarehouseResource
 
 DEMO_KWERY_KEY = "demo-business-key"  # full history, as a backfill needs
 DEMO_DAYS = 7
-# Newhedge publishes day D at D+1 01:00 UTC (CONTRACT.md simulator clock).
+# Newhedge publishes day D at D+1 01:00 UTC (docs/INTERFACE.md, the simulator).
 NEWHEDGE_PUBLICATION = dt.timedelta(hours=1)
 EXAMPLE_SQL = (
     "SELECT day, long_usd, short_usd, total_usd FROM daily_liquidation_totals "

@@ -1,4 +1,4 @@
-"""Client of Kwery's ``GET /v1/liquidations`` (contract: ../shared/seeds/000_962e6df08af9770a.txt).
+"""Client of Kwery's ``GET /v1/liquidations`` (contract: docs/api/kwery-v1-liquidations.txt).
 
 Every request costs 25 credits plus 2 per row returned, so pages are as large as the API allows
 (``limit=1000``) and a failed page is retried alone: the cursor loop never restarts and a row is

@@ -1,5 +1,5 @@
 """Client of Newhedge's ``GET /api/v2/metrics/liquidations/{metric}``
-(contract: ../shared/seeds/004_895d109a5faba7ee.txt).
+(contract: docs/api/newhedge-v2-liquidations.txt).
 
 Each metric is a whole daily series ``[[ms, value], ...]``; the client fetches it, checks it
 against the contract and returns it. Whether the latest day is published yet is the asset

@@ -1,4 +1,4 @@
-"""Local simulator of the Kwery and Newhedge liquidation APIs (contracts in ../shared/seeds/).
+"""Local simulator of the Kwery and Newhedge liquidation APIs (contracts in docs/api/).
 
 ``Simulator`` serves ``GET /v1/liquidations`` (Kwery) and
 ``GET /api/v2/metrics/liquidations/{metric}`` (Newhedge) on one root URL, from the deterministic

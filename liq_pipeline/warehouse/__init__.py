@@ -1,5 +1,6 @@
-"""The warehouse: tables of CONTRACT.md and the IO manager that writes and reads them."""
+"""The warehouse: tables of docs/INTERFACE.md and the IO manager that writes and reads them."""
 
+from liq_pipeline.warehouse.backends import warehouse_kind
 from liq_pipeline.warehouse.errors import FrameError, WarehouseError
 from liq_pipeline.warehouse.io_manager import FrameStream, WarehouseIOManager
 from liq_pipeline.warehouse.resource import WarehouseResource
@@ -13,5 +14,6 @@ __all__ = [
     "WarehouseError",
     "WarehouseIOManager",
     "WarehouseResource",
+    "warehouse_kind",
     "warehouse_metadata",
 ]

@@ -3,7 +3,7 @@
 A frame is checked against its TableSpec by column *name* (never by position), dtype, nulls, the
 run's time window and the asset's slice, then converted to the canonical Arrow schema
 (timestamp[ms, UTC], date32, float64, string). The backends write canonical batches; reads come
-back through `to_frame`, which restores exactly the dtypes of CONTRACT.md.
+back through `to_frame`, which restores exactly the dtypes of docs/INTERFACE.md.
 """
 
 import datetime as dt
@@ -298,7 +298,7 @@ def encode_for_sqlite(table: pa.Table) -> pa.Table:
 
 
 def to_frame(spec: TableSpec, table: pa.Table) -> pd.DataFrame:
-    """Rows read back (Postgres types or SQLite text) -> a frame with the CONTRACT.md dtypes."""
+    """Rows read back (Postgres types or SQLite text) -> a frame with the interface dtypes."""
     arrays = []
     for col in spec.columns:
         target = _ARROW_TYPES[col.kind]

@@ -1,4 +1,4 @@
-"""The warehouse IO manager: asset DataFrames <-> the tables of CONTRACT.md.
+"""The warehouse IO manager: asset DataFrames <-> the tables of docs/INTERFACE.md.
 
 Behaviour copied from dagster-duckdb's DbIOManager (delete the partition's time window, insert,
 one transaction) with public Dagster API only.
@@ -106,10 +106,10 @@ def _frames(obj: object, table: str) -> Iterable[pd.DataFrame | pa.Table]:
 
 
 class WarehouseIOManager(SecretsMaskedInRepr, dg.ConfigurableIOManager):
-    """Stores asset DataFrames in the warehouse tables of CONTRACT.md (SQLite file or PostgreSQL).
+    """Stores asset frames in the warehouse tables of docs/INTERFACE.md (SQLite or PostgreSQL).
 
     A write replaces exactly the run's partition time window (and the asset's slice, e.g. one
-    Kwery symbol) in one transaction; loads return the window with the CONTRACT dtypes.
+    Kwery symbol) in one transaction; loads return the window with the interface's dtypes.
     """
 
     url_fields: ClassVar[tuple[str, ...]] = ("url",)

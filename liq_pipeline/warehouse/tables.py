@@ -1,4 +1,4 @@
-"""The warehouse tables of CONTRACT.md, declared once.
+"""The warehouse tables of docs/INTERFACE.md, declared once.
 
 Every other module (DDL, frame validation, reads, asset metadata) derives from `TABLES`.
 
@@ -6,7 +6,7 @@ Kwery events can legitimately repeat exactly, so `kwery_liquidations` has no nat
 `load_input` a stable order within a millisecond (insertion order, as the API returned the rows)
 the rows live in the storage table `_kwery_liquidations`, which adds one internal `_seq` column
 (the row's position within the write that produced it), and `kwery_liquidations` is a view with
-exactly the CONTRACT.md columns. CONTRACT.md allows "a table or a view"; analysts query the view.
+exactly the interface's columns, which analysts query.
 """
 
 import datetime as dt
@@ -177,10 +177,10 @@ KWERY_LIQUIDATIONS = TableSpec(
     columns=(
         Column("timestamp", "timestamp", "time of the forced liquidation, UTC, ms precision"),
         _SYMBOL,
-        Column("source", "text", "venue the event was reported from, as the API sent it"),
+        Column("source", "text", "where the event comes from: binance_futures"),
         _SIDE,
         Column("quantity", "float", "liquidated quantity, in the base asset (> 0)"),
-        Column("price", "float", "order price of the liquidation, USD (> 0)"),
+        Column("price", "float", "bankruptcy price that triggered the liquidation, USD (> 0)"),
         Column("avg_price", "float", "average fill price, USD (> 0)"),
         Column("usd_value", "float", "liquidated notional, USD (> 0), as the API sent it"),
     ),
@@ -317,6 +317,7 @@ def warehouse_metadata(table: str, **slice: str) -> dict[str, Any]:
     return {
         META_TABLE: spec.name,
         META_SLICE: validate_slice(spec, slice),
+        "dagster/table_name": spec.name,
         "dagster/column_schema": spec.dagster_schema(),
     }
 

@@ -65,7 +65,7 @@ def test_tables_have_real_types_and_indexes(wh: Warehouse) -> None:
     kinds = {"timestamp": ts, "text": text, "float": real, "date": date, "integer": integer}
     for spec in TABLES.values():
         expected = [(c.name, kinds[c.kind]) for c in spec.columns]
-        assert columns(wh, spec.name) == expected  # the CONTRACT.md columns (a view for kwery)
+        assert columns(wh, spec.name) == expected  # the interface columns (a view for kwery)
     assert columns(wh, "_kwery_liquidations") == [*columns(wh, "kwery_liquidations"), ("_seq", big)]
     assert [c for c, _ in columns(wh, "kwery_liquidations")] == KWERY_COLUMNS
     if wh.kind == "sqlite":
