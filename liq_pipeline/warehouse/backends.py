@@ -299,6 +299,19 @@ def make_backend(
     return backend
 
 
+def warehouse_kind(url: str) -> str | None:
+    """`sqlite` or `postgresql`, the database of a warehouse URL (the catalog's storage kind).
+
+    None for a URL make_backend refuses: loading the definitions must not fail on it, the runs
+    fail with make_backend's message.
+    """
+    try:
+        name = sa.make_url(url).get_backend_name()
+    except (sa.exc.ArgumentError, ValueError):
+        return None
+    return name if name in ("sqlite", "postgresql") else None
+
+
 # DDL runs once per (database, schema) and process; guarded so threads do not race.
 _ready: set[str] = set()
 _ready_lock = threading.Lock()
