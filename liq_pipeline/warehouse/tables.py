@@ -167,10 +167,15 @@ class Window:
 
 _SYMBOL = Column("symbol", "text", "Kwery symbol, the base asset (e.g. BTC)")
 _SIDE = Column("side", "text", "long (a long position closed by force) or short")
-_EVENTS = Column("events", "integer", "number of liquidation events")
-_QUANTITY = Column("quantity", "float", "sum of the events' quantity, in the base asset")
-_USD = Column("usd_value", "float", "sum of the events' usd_value, USD")
-_MAX_USD = Column("max_usd_value", "float", "largest single event's usd_value, USD")
+# What the analytics tables aggregate per (symbol, side) over a minute or a cascade.
+_AGGREGATES = (
+    _SYMBOL,
+    _SIDE,
+    Column("events", "integer", "number of liquidation events"),
+    Column("quantity", "float", "sum of the events' quantity, in the base asset"),
+    Column("usd_value", "float", "sum of the events' usd_value, USD"),
+    Column("max_usd_value", "float", "largest single event's usd_value, USD"),
+)
 
 KWERY_LIQUIDATIONS = TableSpec(
     name=KWERY_TABLE,
@@ -239,12 +244,7 @@ KWERY_LIQUIDATION_BARS = TableSpec(
     name=BARS_TABLE,
     columns=(
         Column("bucket_start", "timestamp", "start of the UTC minute, ms precision"),
-        _SYMBOL,
-        _SIDE,
-        _EVENTS,
-        _QUANTITY,
-        _USD,
-        _MAX_USD,
+        *_AGGREGATES,
     ),
     time_column="bucket_start",
     slice_columns=("symbol",),
@@ -256,12 +256,7 @@ KWERY_LIQUIDATION_CASCADES = TableSpec(
     columns=(
         Column("start", "timestamp", "first event of the cascade, UTC"),
         Column("end", "timestamp", "last event of the cascade, UTC"),
-        _SYMBOL,
-        _SIDE,
-        _EVENTS,
-        _QUANTITY,
-        _USD,
-        _MAX_USD,
+        *_AGGREGATES,
         Column("first_avg_price", "float", "avg_price of the first event, USD"),
         Column("last_avg_price", "float", "avg_price of the last event, USD"),
         Column("price_move_pct", "float", "(last_avg_price / first_avg_price - 1) x 100, %"),
