@@ -448,7 +448,16 @@ def scheduled_run_tags(day: dt.date) -> list[tuple[str, dict[str, str]]]:
         schedule = defs.resolve_schedule_def(name)
         minute, hour = (int(x) for x in str(schedule.cron_schedule).split()[:2])
         at = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(hour, minute), dt.UTC)
-        with dg.build_schedule_context(scheduled_execution_time=at) as context:
+        with (
+            dg.instance_for_test() as instance,
+            dg.build_schedule_context(
+                instance=instance,
+                scheduled_execution_time=at,
+                repository_def=defs.get_repository_def(),
+            ) as context,
+        ):
+            # A partitioned RunRequest is resolved against the job's partitions, so the tick
+            # needs the repository.
             result = schedule.evaluate_tick(context)
         [request] = result.run_requests or []
         if request.partition_key != str(day):
