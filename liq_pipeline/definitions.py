@@ -21,7 +21,7 @@ from liq_pipeline.partitions import DEFAULT_START_DATE, daily_partitions
 from liq_pipeline.resources import KweryResource, NewhedgeResource
 from liq_pipeline.schedules import build_schedules
 from liq_pipeline.sensors import build_freshness_sensor
-from liq_pipeline.warehouse import WarehouseIOManager, WarehouseResource
+from liq_pipeline.warehouse import WarehouseIOManager, WarehouseResource, warehouse_kind
 
 SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{1,20}$")
 
@@ -81,29 +81,37 @@ def build_definitions(
     *, start_date: str = DEFAULT_START_DATE, symbols: Sequence[str] = ("BTC",)
 ) -> dg.Definitions:
     partitions_def = daily_partitions(start_date)
+    warehouse_url = env_or_default("LIQ_WAREHOUSE_URL", default_warehouse_url())
+    # The catalog's storage kind: where the tables live (sqlite or postgresql).
+    storage = warehouse_kind(dg.EnvVar("LIQ_WAREHOUSE_URL").get_value() or default_warehouse_url())
     with warnings.catch_warnings():
         # Deliberate choices, so their notices are kept out of every load: single-run backfills
-        # (beta), partition-aware reconciliation checks (preview) and time-partition freshness
-        # checks with their sensor (superseded by FreshnessPolicy, which judges the latest
-        # materialization rather than whether yesterday's partition exists).
+        # (beta), partition-aware reconciliation checks (preview), code references (beta) and
+        # time-partition freshness checks with their sensor (superseded by FreshnessPolicy,
+        # which judges the latest materialization rather than whether yesterday's partition
+        # exists).
         for category in (dg.BetaWarning, dg.PreviewWarning, dg.SupersessionWarning):
             warnings.simplefilter("ignore", category)
-        kwery_assets = [build_kwery_asset(symbol, partitions_def) for symbol in symbols]
+        kwery_assets = [build_kwery_asset(s, partitions_def, storage) for s in symbols]
         analytics_assets = [
-            a for symbol in symbols for a in build_analytics_assets(symbol, partitions_def)
+            a for s in symbols for a in build_analytics_assets(s, partitions_def, storage)
         ]
-        newhedge_assets = build_newhedge_assets(partitions_def)
-        totals_asset = build_totals_asset(partitions_def)
+        newhedge_assets = build_newhedge_assets(partitions_def, storage)
+        totals_asset = build_totals_asset(partitions_def, storage)
         reconciliation = [build_reconciliation_check(partitions_def)] if "BTC" in symbols else []
+        # Each asset's file and line in the catalog (local paths: the repository has no fixed
+        # remote to link to).
+        assets = dg.with_source_code_references(
+            [*kwery_assets, *analytics_assets, newhedge_assets, totals_asset]
+        )
         freshness_checks = build_freshness_checks(kwery_assets, [newhedge_assets, totals_asset])
         freshness_sensor = build_freshness_sensor(freshness_checks)
     kwery_job, newhedge_job, backfill_job = build_jobs(reconciliation, freshness_checks)
-    warehouse_url = env_or_default("LIQ_WAREHOUSE_URL", default_warehouse_url())
     return dg.Definitions(
         # One process per run: the steps are I/O-bound and sequential per API pool, and a
         # subprocess per step would add seconds of start-up to every daily run.
         executor=dg.in_process_executor,
-        assets=[*kwery_assets, *analytics_assets, newhedge_assets, totals_asset],
+        assets=assets,
         asset_checks=[*reconciliation, *freshness_checks],
         jobs=[kwery_job, newhedge_job, backfill_job],
         schedules=build_schedules(kwery_job, newhedge_job),

@@ -21,6 +21,7 @@ import pandas as pd
 from pydantic import Field
 
 from liq_pipeline import charts
+from liq_pipeline.assets.catalog import OWNERS, asset_kinds, catalog_tags
 from liq_pipeline.assets.kwery import kwery_asset_name
 from liq_pipeline.contract import BARS_TABLE, CASCADES_TABLE, KWERY_TABLE, SIDES
 from liq_pipeline.partitions import partition_key, run_window, utc_days
@@ -292,7 +293,7 @@ def _on_day(context: dg.AssetExecutionContext) -> DayReport:
 
 
 def build_analytics_assets(
-    symbol: str, partitions_def: dg.PartitionsDefinition
+    symbol: str, partitions_def: dg.PartitionsDefinition, storage_kind: str | None = "sqlite"
 ) -> list[dg.AssetsDefinition]:
     """The bars and the cascades of one symbol, both downstream of its stored events."""
     events_key = dg.AssetKey(kwery_asset_name(symbol))
@@ -309,7 +310,9 @@ def build_analytics_assets(
         deps=[events_key],
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        kinds={"python", "pandas"},
+        kinds=asset_kinds(storage_kind),
+        owners=OWNERS,
+        tags=catalog_tags("warehouse"),
         metadata=warehouse_metadata(CASCADES_TABLE, symbol=symbol),
     )
     def cascades_asset(
@@ -331,7 +334,9 @@ def build_analytics_assets(
         deps=[events_key, dg.AssetKey(cascades_name)],
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        kinds={"python", "pandas"},
+        kinds=asset_kinds(storage_kind),
+        owners=OWNERS,
+        tags=catalog_tags("warehouse"),
         metadata=warehouse_metadata(BARS_TABLE, symbol=symbol),
     )
     def bars_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> BarDays:

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from liq_pipeline.assets.api_errors import as_dagster_failure
+from liq_pipeline.assets.catalog import OWNERS, asset_kinds, catalog_tags
 from liq_pipeline.clients import KweryClient, KweryStats
 from liq_pipeline.clients.errors import LiqApiError
 from liq_pipeline.contract import KWERY_TABLE, SIDES
@@ -145,7 +146,9 @@ def usd_check(table: pa.Table) -> DayCheck:
     )
 
 
-def build_kwery_asset(symbol: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def build_kwery_asset(
+    symbol: str, partitions_def: dg.PartitionsDefinition, storage_kind: str | None = "sqlite"
+) -> dg.AssetsDefinition:
     name = kwery_asset_name(symbol)
     usd_spec = dg.AssetCheckSpec(
         CHECK_USD,
@@ -162,7 +165,9 @@ def build_kwery_asset(symbol: str, partitions_def: dg.PartitionsDefinition) -> d
         ),
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        kinds={"python", "pandas"},
+        kinds=asset_kinds(storage_kind),
+        owners=OWNERS,
+        tags=catalog_tags("kwery"),
         pool="kwery_api",
         metadata=warehouse_metadata(KWERY_TABLE, symbol=symbol),
         check_specs=[usd_spec],

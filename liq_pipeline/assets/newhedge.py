@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from liq_pipeline.assets.api_errors import as_dagster_failure
+from liq_pipeline.assets.catalog import OWNERS, asset_kinds, catalog_tags
 from liq_pipeline.clients.errors import LiqApiError
 from liq_pipeline.contract import NEWHEDGE_METRICS
 from liq_pipeline.partitions import partition_key, run_window, window_days
@@ -67,14 +68,18 @@ def describe(metric: str) -> str:
     return f"{exchange.capitalize() if exchange != 'okx' else 'OKX'} {side}"
 
 
-def build_newhedge_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def build_newhedge_assets(
+    partitions_def: dg.PartitionsDefinition, storage_kind: str | None = "sqlite"
+) -> dg.AssetsDefinition:
     outs = {
         metric: dg.AssetOut(
             group_name="newhedge",
             description=(
                 f"Newhedge's daily {describe(metric)} Bitcoin liquidations, USD (shorts negative)."
             ),
-            kinds={"python", "pandas"},
+            kinds=asset_kinds(storage_kind),
+            owners=OWNERS,
+            tags=catalog_tags("newhedge"),
             metadata=warehouse_metadata(metric),
             is_required=False,
         )

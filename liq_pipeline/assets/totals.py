@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from liq_pipeline import charts
+from liq_pipeline.assets.catalog import OWNERS, asset_kinds, catalog_tags
 from liq_pipeline.contract import EXCHANGES, NEWHEDGE_METRICS, SIDES, TOTALS_TABLE
 from liq_pipeline.partitions import partition_key, run_window, window_days
 from liq_pipeline.per_day import add_day_metadata, markdown_table, usd
@@ -111,14 +112,18 @@ def newest_day_metadata(window: pd.DataFrame, totals: pd.DataFrame) -> dict[str,
     }
 
 
-def build_totals_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def build_totals_asset(
+    partitions_def: dg.PartitionsDefinition, storage_kind: str | None = "sqlite"
+) -> dg.AssetsDefinition:
     @dg.asset(
         name=TOTALS,
         group_name="totals",
         ins={metric: dg.AssetIn(metric) for metric in NEWHEDGE_METRICS},
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        kinds={"python", "pandas"},
+        kinds=asset_kinds(storage_kind),
+        owners=OWNERS,
+        tags=catalog_tags("warehouse"),
         metadata=warehouse_metadata(TOTALS),
     )
     def daily_liquidation_totals(
