@@ -13,11 +13,11 @@ from liq_pipeline.assets.analytics import build_analytics_assets
 from liq_pipeline.assets.kwery import build_kwery_asset
 from liq_pipeline.assets.newhedge import build_newhedge_assets
 from liq_pipeline.assets.totals import build_totals_asset
-from liq_pipeline.checks import build_freshness_checks, build_reconciliation_check
+from liq_pipeline.checks import build_freshness_checks, build_reconciliation_check, freshness_rules
 from liq_pipeline.clients.kwery import KWERY_BASE_URL
 from liq_pipeline.clients.newhedge import NEWHEDGE_BASE_URL
 from liq_pipeline.jobs import build_jobs
-from liq_pipeline.partitions import DEFAULT_START_DATE, daily_partitions
+from liq_pipeline.partitions import DEFAULT_START_DATE, daily_partitions, partition_key
 from liq_pipeline.resources import KweryResource, NewhedgeResource
 from liq_pipeline.schedules import build_schedules
 from liq_pipeline.sensors import build_freshness_sensor
@@ -81,16 +81,14 @@ def build_definitions(
     *, start_date: str = DEFAULT_START_DATE, symbols: Sequence[str] = ("BTC",)
 ) -> dg.Definitions:
     partitions_def = daily_partitions(start_date)
+    first_day = partition_key(partitions_def.start)
     warehouse_url = env_or_default("LIQ_WAREHOUSE_URL", default_warehouse_url())
     # The catalog's storage kind: where the tables live (sqlite or postgresql).
     storage = warehouse_kind(dg.EnvVar("LIQ_WAREHOUSE_URL").get_value() or default_warehouse_url())
     with warnings.catch_warnings():
         # Deliberate choices, so their notices are kept out of every load: single-run backfills
-        # (beta), partition-aware reconciliation checks (preview), code references (beta) and
-        # time-partition freshness checks with their sensor (superseded by FreshnessPolicy,
-        # which judges the latest materialization rather than whether yesterday's partition
-        # exists).
-        for category in (dg.BetaWarning, dg.PreviewWarning, dg.SupersessionWarning):
+        # (beta), partition-aware reconciliation checks (preview) and code references (beta).
+        for category in (dg.BetaWarning, dg.PreviewWarning):
             warnings.simplefilter("ignore", category)
         kwery_assets = [build_kwery_asset(s, partitions_def, storage) for s in symbols]
         analytics_assets = [
@@ -104,8 +102,8 @@ def build_definitions(
         assets = dg.with_source_code_references(
             [*kwery_assets, *analytics_assets, newhedge_assets, totals_asset]
         )
-        freshness_checks = build_freshness_checks(kwery_assets, [newhedge_assets, totals_asset])
-        freshness_sensor = build_freshness_sensor(freshness_checks)
+    rules = freshness_rules(kwery_assets, [newhedge_assets, totals_asset])
+    freshness_checks = build_freshness_checks(rules, first_day)
     kwery_job, newhedge_job, backfill_job = build_jobs(reconciliation, freshness_checks)
     return dg.Definitions(
         # One process per run: the steps are I/O-bound and sequential per API pool, and a
@@ -115,7 +113,7 @@ def build_definitions(
         asset_checks=[*reconciliation, *freshness_checks],
         jobs=[kwery_job, newhedge_job, backfill_job],
         schedules=build_schedules(kwery_job, newhedge_job),
-        sensors=[freshness_sensor],
+        sensors=[build_freshness_sensor(rules, first_day)],
         resources={
             "io_manager": WarehouseIOManager(url=warehouse_url),
             "warehouse": WarehouseResource(url=warehouse_url),

@@ -45,6 +45,13 @@ def add_day_metadata(
         context.add_asset_metadata(metadata, asset_key=asset_key, partition_key=key)
 
 
+def materialization_target(record: dg.EventLogRecord) -> Any:
+    """The `target_materialization_data` of an evaluation that judges this materialization."""
+    return _TargetMaterialization(
+        storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+    )
+
+
 def latest_materializations(
     instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition_keys: Iterable[str]
 ) -> dict[str, dg.EventLogRecord]:
@@ -89,13 +96,7 @@ def check_evaluations(
     yield dg.Output(None, output_name=output_name)
     for key, result in by_day.items():
         record = targets.get(key)
-        target = (
-            _TargetMaterialization(
-                storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
-            )
-            if record is not None
-            else None
-        )
+        target = materialization_target(record) if record is not None else None
         yield dg.AssetCheckEvaluation(
             asset_key=spec.asset_key,
             check_name=spec.name,
