@@ -125,5 +125,7 @@ def markdown_table(
 
 
 def usd(value: float) -> str:
-    """`314052302.035152` → `$314,052,302`; whole dollars are what a reader compares."""
-    return f"${value:,.0f}"
+    """`314052302.035152` → `$314,052,302`, `-1234.6` → `-$1,235`; whole dollars are what a
+    reader compares."""
+    dollars = round(float(value))
+    return f"{'-' if dollars < 0 else ''}${abs(dollars):,}"

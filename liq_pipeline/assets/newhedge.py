@@ -11,7 +11,7 @@ from liq_pipeline.assets.catalog import OWNERS, asset_kinds, catalog_tags
 from liq_pipeline.clients.errors import LiqApiError
 from liq_pipeline.contract import NEWHEDGE_METRICS
 from liq_pipeline.partitions import partition_key, run_window, window_days
-from liq_pipeline.per_day import add_day_metadata
+from liq_pipeline.per_day import add_day_metadata, usd
 from liq_pipeline.resources import NewhedgeResource
 from liq_pipeline.warehouse import warehouse_metadata
 
@@ -115,7 +115,8 @@ def build_newhedge_assets(
             yield dg.Output(
                 frame,
                 output_name=metric,
-                metadata={"run_days": len(frame), "run_sum_usd": float(frame["value"].sum())},
+                # For reading, not plotting: a sum over the run's days is on every day of it.
+                metadata={"run_days": len(frame), "run_sum_usd": usd(frame["value"].sum())},
             )
 
     return newhedge_metrics

@@ -152,7 +152,8 @@ def build_totals_asset(
         add_day_metadata(context, by_day)
         return dg.Output(
             totals,
-            metadata={"run_days": len(totals), "run_total_usd": float(totals["total_usd"].sum())},
+            # For reading, not plotting: a sum over the run's days is on every day of it.
+            metadata={"run_days": len(totals), "run_total_usd": usd(totals["total_usd"].sum())},
         )
 
     return daily_liquidation_totals

@@ -28,6 +28,7 @@ from liq_pipeline.partitions import window_days
 from liq_pipeline.per_day import usd
 from liq_pipeline.resources import NewhedgeResource
 from liq_pipeline.simulator import DEMO_NEWHEDGE_TOKEN, Simulator
+from liq_pipeline.simulator.data import newhedge_value
 from liq_pipeline.warehouse import WarehouseIOManager, WarehouseResource, warehouse_metadata
 from liq_pipeline_tests.assets.analytics_helpers import DAILY, day_metadata, range_tags
 
@@ -239,6 +240,18 @@ def test_the_newest_day_of_each_run_carries_the_chart_and_a_table_of_the_runs_da
         second = dg.materialize(assets, resources=resources, partition_key="2026-03-08")
     meta = day_metadata(first, TOTALS)
     assert [day for day, m in sorted(meta.items()) if "chart" in m] == ["2026-03-07"]
+    # The run's sums are in whole dollars, for reading, on each day of the run.
+    run_days = [dt.date(2026, 3, d) for d in (5, 6, 7)]
+    total = sum(abs(newhedge_value(m, d)) for m in NEWHEDGE_METRICS for d in run_days)
+    assert {m["run_total_usd"] for m in meta.values()} == {usd(total)}
+    okx_short = [
+        m.metadata["run_sum_usd"].value
+        for m in first.asset_materializations_for_node("newhedge_metrics")
+        if m.asset_key == dg.AssetKey("bitcoin_liquidations_okx_short")
+    ]
+    published = sum(newhedge_value("bitcoin_liquidations_okx_short", d) for d in run_days)
+    assert okx_short == [usd(published)] * 3
+    assert usd(published).startswith("-$")  # shorts are published negative
     newest = meta["2026-03-07"]
     table = newest["run_totals"].splitlines()
     assert table[:2] == ["| day | long | short | total |", "|---|---|---|---|"]
