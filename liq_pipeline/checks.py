@@ -83,6 +83,7 @@ def build_reconciliation_check(partitions_def: dg.PartitionsDefinition) -> dg.As
             "publishes at most one liquidation per symbol per second, so the event sums are lower "
             "bounds: the check warns when they exceed Newhedge's figure or the day has no events."
         ),
+        # Also the spec's additional_deps: the check's upstream in the asset graph.
         additional_ins={
             "binance_long": dg.AssetIn("bitcoin_liquidations_binance_long"),
             "binance_short": dg.AssetIn("bitcoin_liquidations_binance_short"),
