@@ -197,9 +197,12 @@ def test_every_asset_explains_itself_in_the_catalog(monkeypatch, url, storage):
         assert description and description.strip(), check_key
 
 
-def test_an_unsupported_warehouse_url_loads_without_a_storage_kind(monkeypatch):
+@pytest.mark.parametrize(
+    "url", ["mysql://u@h/db", "not a url", "postgresql+psycopg2://u:x@127.0.0.1:notaport/db"]
+)
+def test_an_unsupported_warehouse_url_loads_without_a_storage_kind(monkeypatch, url):
     # The runs fail with the reason (test_e2e_reliability); the catalog just cannot say where.
-    monkeypatch.setenv("LIQ_WAREHOUSE_URL", "mysql://u@h/db")
+    monkeypatch.setenv("LIQ_WAREHOUSE_URL", url)
     defs = build_definitions(start_date="2026-02-01")
     assert {frozenset(s.kinds) for s in defs.resolve_all_asset_specs()} == {
         frozenset({"python", "pandas"})
