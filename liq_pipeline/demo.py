@@ -1,7 +1,7 @@
 """End-to-end demo: simulator → `dagster` CLI → SQLite warehouse → printed summary.
 
-    liq-demo          materialize the last 7 published days of every asset, print the totals
-                      and the week's largest liquidation cascades
+    liq-demo          materialize the last 7 published days of every asset (backfill_job, one
+                      run), print the totals and the week's largest liquidation cascades
     liq-demo dev      open `dagster dev` with every asset wired to the simulator
 
 Run from the repository root: DAGSTER_HOME is the root (its dagster.yaml is the instance config)
@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from liq_pipeline.backfill import job_command
 from liq_pipeline.contract import BARS_TABLE, CASCADES_TABLE, EXCHANGES
 from liq_pipeline.per_day import usd
 from liq_pipeline.processes import run_child
@@ -111,11 +112,8 @@ def run_demo(root: Path) -> int:
         env["LIQ_WAREHOUSE_URL"] = warehouse_url
         print(f"Simulator of Kwery and Newhedge at {sim.url}")
         print(f"Materializing every asset for {first}...{last} in one run (log: {log_path})")
-        command = [
-            str(Path(sys.executable).with_name("dagster")),
-            "asset", "materialize", "-m", "liq_pipeline.definitions", "--select", "*",
-            "--partition-range", f"{first}...{last}",
-        ]  # fmt: skip
+        # backfill_job: every asset and its per-day checks in one run, named in the UI.
+        command = job_command("backfill_job", first, last)
         started = time.perf_counter()
         with log_path.open("w") as log:
             returncode = run_child(command, cwd=root, env=env, stdout=log)

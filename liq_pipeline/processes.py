@@ -9,17 +9,32 @@ from pathlib import Path
 from typing import Any
 
 STOP_GRACE_S = 15.0
+# Dagster 1.13 calls the `dagster dev` and `dagster job execute` commands superseded by `dg`
+# (dagster-dg-cli, a dev extra here). We run them on purpose, so their notice is left out of our
+# output. Message filters, because a category filter (dagster.SupersessionWarning) would have to
+# import dagster before the interpreter's paths are set up.
+SUPERSEDED_NOTICES = (
+    "ignore:Function `dev_command` is superseded",
+    "ignore:Function `job_execute_command` is superseded",
+)
+
+
+def without_superseded_notices(env: dict[str, str]) -> dict[str, str]:
+    filters = [f for f in env.get("PYTHONWARNINGS", "").split(",") if f]
+    return {**env, "PYTHONWARNINGS": ",".join([*filters, *SUPERSEDED_NOTICES])}
 
 
 def run_child(command: list[str], *, cwd: Path, env: dict[str, str], stdout: Any = None) -> int:
     """Run `command` in its own process group; Ctrl-C or SIGTERM stop it (and its children).
 
-    The child (a dagster CLI, or `dagster dev` with its webserver and daemon) gets SIGINT, the
-    polite stop Dagster handles, then SIGKILL if it is still there after STOP_GRACE_S; the
-    simulator is closed by the caller either way.
+    The child (a dagster CLI, or `dagster dev` with its webserver and daemon) runs without
+    Dagster's superseded-command notices. On a stop it gets SIGINT, the polite stop Dagster
+    handles, then SIGKILL if it is still there after STOP_GRACE_S; the simulator is closed by the
+    caller either way.
     """
     child = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=stdout, stderr=subprocess.STDOUT if stdout else None,
+        command, cwd=cwd, env=without_superseded_notices(env), stdout=stdout,
+        stderr=subprocess.STDOUT if stdout else None,
         start_new_session=True,  # our signals reach the group only through us
     )  # fmt: skip
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)

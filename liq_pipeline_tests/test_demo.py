@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from liq_pipeline.backfill import RANGE_END_TAG, RANGE_START_TAG
 from liq_pipeline.demo import EXAMPLE_SQL, demo_range
 from liq_pipeline.warehouse import WarehouseResource
 
@@ -74,3 +76,12 @@ def test_liq_demo_runs_the_week_end_to_end_and_says_what_to_do_next(tmp_path: Pa
     assert all(total == pytest.approx(lg + sh) for _, lg, sh, total in example)
     assert "docs/INTERFACE.md" in out
     assert (REPO / "docs" / "INTERFACE.md").is_file()
+
+    # One run of backfill_job (so every day's page names its job), without Dagster's notices.
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        [run] = instance.get_runs()
+    assert (run.job_name, run.status) == ("backfill_job", dg.DagsterRunStatus.SUCCESS)
+    assert (run.tags[RANGE_START_TAG], run.tags[RANGE_END_TAG]) == (first, last)
+    log = (tmp_path / ".liq" / "demo-last-run.log").read_text()
+    assert "RUN_SUCCESS" in log
+    assert "superseded" not in log + result.stderr

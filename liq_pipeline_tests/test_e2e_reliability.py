@@ -245,10 +245,11 @@ def test_liq_demo_dev_stops_itself_and_its_children_on_sigterm(tmp_path: Path) -
     for name in ("dagster.yaml", "workspace.yaml"):
         shutil.copy(REPO / name, tmp_path / name)
     ui = free_port()
+    output = (tmp_path / "dev.log").open("w")
     demo = subprocess.Popen(
         [str(Path(sys.executable).with_name("liq-demo")), "dev", "--port", str(ui),
          "--simulator-port", str(free_port())],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
 
@@ -266,3 +267,7 @@ def test_liq_demo_dev_stops_itself_and_its_children_on_sigterm(tmp_path: Path) -
     finally:
         if demo.poll() is None:
             demo.kill()
+        output.close()
+    log = (tmp_path / "dev.log").read_text()
+    assert "Launching Dagster services" in log
+    assert "superseded" not in log  # Dagster's "use dg dev" notice is left out
