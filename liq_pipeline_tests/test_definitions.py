@@ -73,6 +73,7 @@ def test_one_asset_per_symbol_and_partitions_from_the_start_date():
     assert "reconciles_with_newhedge_binance" not in {c.name for c in no_btc.asset_check_keys}
 
 
+@pytest.mark.e2e
 def test_loading_with_a_bad_environment_fails_with_the_variable_named():
     env = {**os.environ, "LIQ_START_DATE": "2026/01/01"}
     result = subprocess.run(
@@ -106,6 +107,7 @@ def test_a_missing_api_key_names_the_variable(monkeypatch, tmp_path):
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("home", "message"),
     [

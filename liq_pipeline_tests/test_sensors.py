@@ -137,6 +137,7 @@ def test_no_day_is_due_before_the_first_partition():
     assert fresh.description == "No day is due yet (as of the deadline of 2026-03-21 02:00 UTC)."
 
 
+@pytest.mark.e2e
 def test_the_sensor_reports_each_change_once_and_is_silent_otherwise(defs, capsys):
     with dg.instance_for_test() as instance:
         materialize(defs, instance, "2026-03-19", KWERY)
@@ -223,6 +224,7 @@ def test_an_unreadable_cursor_reports_every_result_again(defs):
         assert tick(defs, instance, "2026-03-21T02:30:00Z", cursor) == ({}, cursor)
 
 
+@pytest.mark.e2e
 def test_the_checks_run_from_the_ui_say_what_the_sensor_says(defs):
     with dg.instance_for_test() as instance:
         materialize(defs, instance, "2026-03-20", KWERY)

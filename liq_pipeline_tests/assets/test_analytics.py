@@ -134,6 +134,7 @@ def land(days: StoredDays | SimulatedDays, built: dict[tuple[str, str], list[dic
         days.set_kwery_day(symbol, day, events)
 
 
+@pytest.mark.e2e
 def test_cascades_equal_a_plain_reference_on_the_edge_days(wh: Warehouse, kwery_days):
     land(kwery_days, edge_days())
     result = run_analytics(wh.url, D1, D5, fetch_from=fetch_url(kwery_days))
@@ -197,6 +198,7 @@ def test_cascades_equal_a_plain_reference_on_the_edge_days(wh: Warehouse, kwery_
     )
 
 
+@pytest.mark.e2e
 def test_the_thresholds_are_run_config(wh: Warehouse, kwery_days):
     land(kwery_days, edge_days())
     config = {"gap_seconds": 10.0, "min_events": 3, "min_usd": 500_000.0}
@@ -215,6 +217,7 @@ def test_the_thresholds_are_run_config(wh: Warehouse, kwery_days):
     )
 
 
+@pytest.mark.e2e
 def test_rematerializing_a_day_replaces_it_and_touches_nothing_else(wh: Warehouse, kwery_days):
     built = edge_days()
     built[("ETH", D2)] = burst("2026-03-03 12:00:00", [1] * 6, usd=300_000.0, symbol="ETH")
@@ -250,6 +253,7 @@ def test_rematerializing_a_day_replaces_it_and_touches_nothing_else(wh: Warehous
         pd.testing.assert_frame_equal(after["ETH"][table], before["ETH"][table])
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("step", ["compute_bars", "compute_cascades"])
 def test_a_failed_run_leaves_the_previous_rows(wh: Warehouse, kwery_days, monkeypatch, step):
     land(kwery_days, edge_days())
@@ -273,6 +277,7 @@ def test_a_failed_run_leaves_the_previous_rows(wh: Warehouse, kwery_days, monkey
 # --- a busy simulator day, through the real Kwery asset ---------------------------------------
 
 
+@pytest.mark.e2e
 def test_bars_equal_a_groupby_of_the_stored_events_on_a_crash_day(wh: Warehouse, sim: Simulator):
     result = run_analytics(wh.url, QUIET_DAY, CRASH_DAY, fetch_from=sim.url)
     got = stored(wh.url, "BTC", QUIET_DAY, CRASH_DAY)

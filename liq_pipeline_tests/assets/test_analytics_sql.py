@@ -17,6 +17,9 @@ from liq_pipeline_tests.assets.analytics_helpers import (
 )
 from liq_pipeline_tests.warehouse.helpers import Warehouse
 
+# Every query runs on bars and cascades materialized from simulator days, on both databases.
+pytestmark = pytest.mark.e2e
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "analytics.md"
 DAY = "2026-03-06"  # the day the examples query: two BTC cascades in the simulator
 EXAMPLE = re.compile(r"```sql\n(-- example: (\w+) \(([a-z, ]+)\)\n.*?)```", re.DOTALL)

@@ -216,6 +216,7 @@ def test_only_the_stored_days_before_the_run_are_read(wh):
     assert long_run.empty
 
 
+@pytest.mark.e2e
 def test_the_newest_day_of_each_run_carries_the_chart_and_a_table_of_the_runs_days(wh, monkeypatch):
     drawn: list[pd.DataFrame] = []
     real_chart = charts.totals_chart

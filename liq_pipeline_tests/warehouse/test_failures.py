@@ -188,6 +188,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("where", ["fetch", "write"])
 def test_killed_process_mid_fetch_or_mid_write(
     wh: Warehouse, old: pd.DataFrame, where: str
@@ -407,6 +408,7 @@ READ_ONLY_CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"), reason="needs setpriv")
 def test_a_read_only_sqlite_folder_is_named_not_called_out_of_memory() -> None:
     """The driver says "failed to allocate memory"; the message must say what is wrong."""
