@@ -372,3 +372,25 @@ def test_liq_backfill_runs_chunks_and_names_the_chunk_to_resume_from(cli: Cli, s
     assert "liq-backfill 2026-03-01 2026-03-09 --job backfill_job --chunk-days 3" in result.stdout
     assert "field 'price' must be a finite number > 0" in result.stdout
     assert_warehouse_matches_simulator(cli, "2026-03-05", "2026-03-09")  # untouched
+
+
+@SQLITE_ONLY
+def test_liq_backfill_planned_subset_plans_once_per_asset_and_keeps_each_days_truth(cli: Cli):
+    result = subprocess.run(
+        [str(Path(DAGSTER).with_name("liq-backfill")), "2026-03-05", "2026-03-07",
+         "--planned-subset"],
+        cwd=cli.home, env=cli.env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    cli.outputs.append(result.stdout + result.stderr)
+    ok(result)
+    [run] = cli.runs()
+    with cli.instance() as instance:
+        planned = instance.all_logs(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+        )
+        landed = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        assets = len(instance.get_asset_keys())
+    assert assets == 12
+    assert (len(planned), len(landed)) == (assets, 3 * assets)  # one plan per asset, not per day
+    assert_warehouse_matches_simulator(cli, "2026-03-05", "2026-03-07")
+    assert_every_day_tells_its_own_truth(cli, "2026-03-05", "2026-03-07")
