@@ -198,30 +198,25 @@ class Freshness:
             "judged": self.latest.storage_id if self.latest else None,
         }
 
+    def _common(self) -> dict[str, Any]:
+        return {
+            "asset_key": self.asset_key,
+            "check_name": FRESHNESS_CHECK,
+            "passed": self.passed,
+            "severity": dg.AssetCheckSeverity.WARN,
+            "description": self.description,
+            "metadata": self.metadata,
+        }
+
     def result(self) -> dg.AssetCheckResult:
         """In a run (the check launched from the UI); Dagster adds the materialization judged."""
-        return dg.AssetCheckResult(
-            asset_key=self.asset_key,
-            check_name=FRESHNESS_CHECK,
-            passed=self.passed,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=self.description,
-            metadata=self.metadata,
-        )
+        return dg.AssetCheckResult(**self._common())
 
     def evaluation(self) -> dg.AssetCheckEvaluation:
         """Outside a run (reported by the sensor), aimed at the asset's newest materialization."""
+        target = materialization_target(self.latest) if self.latest else None
         return dg.AssetCheckEvaluation(
-            asset_key=self.asset_key,
-            check_name=FRESHNESS_CHECK,
-            passed=self.passed,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=self.description,
-            metadata=self.metadata,
-            blocking=False,
-            target_materialization_data=materialization_target(self.latest)
-            if self.latest
-            else None,
+            **self._common(), blocking=False, target_materialization_data=target
         )
 
 
