@@ -115,9 +115,10 @@ def _first_and_last(table: pa.Table) -> tuple[str | None, str | None]:
     if not table.num_rows:
         return None, None
     bounds = pc.min_max(pc.cast(table["timestamp"], pa.int64()))
-    return tuple(  # type: ignore[return-value]
+    first, last = (
         str(pd.Timestamp(bounds[end].as_py(), unit="ms", tz="UTC")) for end in ("min", "max")
     )
+    return first, last
 
 
 def side_figures(table: pa.Table) -> dict[str, Any]:

@@ -191,14 +191,14 @@ def _timestamps(values: list[str]) -> pa.Array:
 
 def _check_text(name: str, values: list[str]) -> None:
     # Distinct values only: a page repeats the same few symbols and sources.
-    bad = [value for value in set(values) if _CONTROL_CHARACTER.search(value)]
-    if bad:
-        i = next(i for i, value in enumerate(values) if _CONTROL_CHARACTER.search(value))
-        char = _CONTROL_CHARACTER.search(values[i]).group()  # type: ignore[union-attr]
-        raise KweryProtocolError(
-            f"row {i}: field {name!r} contains the control character U+{ord(char):04X}: "
-            f"{values[i]!r:.60}"
-        )
+    if not any(_CONTROL_CHARACTER.search(value) for value in set(values)):
+        return
+    for i, value in enumerate(values):  # the first bad row, to name it
+        if match := _CONTROL_CHARACTER.search(value):
+            raise KweryProtocolError(
+                f"row {i}: field {name!r} contains the control character "
+                f"U+{ord(match.group()):04X}: {value!r:.60}"
+            )
 
 
 def _checked_numbers(name: str, values: list[int | float]) -> np.ndarray:

@@ -139,10 +139,11 @@ class Window:
         for t in (self.start, self.end):
             if t is not None and t.tzinfo is None:
                 raise WarehouseError(f"window bound {t} must be timezone-aware")
-        if self.start is not None:
-            object.__setattr__(self, "start", self.start.astimezone(dt.UTC))
-            object.__setattr__(self, "end", self.end.astimezone(dt.UTC))  # type: ignore[union-attr]
-            if self.start >= self.end:  # type: ignore[operator]
+        if self.start is not None and self.end is not None:
+            start, end = self.start.astimezone(dt.UTC), self.end.astimezone(dt.UTC)
+            object.__setattr__(self, "start", start)
+            object.__setattr__(self, "end", end)
+            if start >= end:
                 raise WarehouseError(f"empty window {self}")
 
     @property

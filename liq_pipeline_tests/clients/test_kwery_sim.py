@@ -420,3 +420,12 @@ def test_an_undocumented_error_code_is_the_base_error() -> None:
     assert type(info.value) is KweryError
     assert (info.value.status, info.value.code) == (403, "credits_exhausted")
     assert str(info.value).startswith("Kwery API error 403 credits_exhausted for GET ")
+
+
+def test_a_control_character_in_text_names_the_first_bad_row(fresh_sim: Any) -> None:
+    fresh_sim.inject("bad_value", api="kwery", field="source", value="bin\u0007ance", row=7)
+    with pytest.raises(KweryProtocolError) as info:
+        kwery(fresh_sim).fetch("BTC", DAY19_START, DAY19_END)
+    assert "row 7: field 'source' contains the control character U+0007: 'bin\\x07ance'" in str(
+        info.value
+    )
