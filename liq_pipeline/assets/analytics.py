@@ -298,22 +298,26 @@ def build_analytics_assets(
     """The bars and the cascades of one symbol, both downstream of its stored events."""
     events_key = dg.AssetKey(kwery_asset_name(symbol))
     cascades_name = cascades_asset_name(symbol)
+    # What both analytics assets share: group, days, single-run backfills and the catalog.
+    common: dict[str, Any] = {
+        "group_name": "analytics",
+        "partitions_def": partitions_def,
+        "backfill_policy": dg.BackfillPolicy.single_run(),
+        "kinds": asset_kinds(storage_kind),
+        "owners": OWNERS,
+        "tags": catalog_tags("warehouse"),
+    }
 
     @dg.asset(
         name=cascades_name,
-        group_name="analytics",
         description=(
             f"{symbol} liquidation cascades of the UTC day: runs of one side's events at most "
             "gap_seconds apart with at least min_events events and min_usd (run config), cut "
             "at UTC midnight; from the stored events."
         ),
         deps=[events_key],
-        partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        kinds=asset_kinds(storage_kind),
-        owners=OWNERS,
-        tags=catalog_tags("warehouse"),
         metadata=warehouse_metadata(CASCADES_TABLE, symbol=symbol),
+        **common,
     )
     def cascades_asset(
         context: dg.AssetExecutionContext, config: CascadeConfig, warehouse: WarehouseResource
@@ -325,19 +329,14 @@ def build_analytics_assets(
 
     @dg.asset(
         name=bars_asset_name(symbol),
-        group_name="analytics",
         description=(
             f"{symbol} liquidations per UTC minute and side (events, quantity, USD, largest "
             "event) from the stored events; the newest day of a run carries a chart."
         ),
         # The cascades only order the steps: the newest day's chart shades the stored cascades.
         deps=[events_key, dg.AssetKey(cascades_name)],
-        partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        kinds=asset_kinds(storage_kind),
-        owners=OWNERS,
-        tags=catalog_tags("warehouse"),
         metadata=warehouse_metadata(BARS_TABLE, symbol=symbol),
+        **common,
     )
     def bars_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> BarDays:
         window = run_window(context)
