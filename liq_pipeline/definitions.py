@@ -82,9 +82,10 @@ def build_definitions(
 ) -> dg.Definitions:
     partitions_def = daily_partitions(start_date)
     first_day = partition_key(partitions_def.start)
-    warehouse_url = env_or_default("LIQ_WAREHOUSE_URL", default_warehouse_url())
+    url = dg.EnvVar("LIQ_WAREHOUSE_URL").get_value() or default_warehouse_url()
+    warehouse_url = env_or_default("LIQ_WAREHOUSE_URL", url)
     # The catalog's storage kind: where the tables live (sqlite or postgresql).
-    storage = warehouse_kind(dg.EnvVar("LIQ_WAREHOUSE_URL").get_value() or default_warehouse_url())
+    storage = warehouse_kind(url)
     with warnings.catch_warnings():
         # Deliberate choices, so their notices are kept out of every load: single-run backfills
         # (beta), partition-aware reconciliation checks (preview) and code references (beta).

@@ -105,7 +105,8 @@ def run_demo(root: Path) -> int:
     first, last = demo_range(dt.datetime.now(dt.UTC))
     data = root / ".liq"
     data.mkdir(exist_ok=True)
-    warehouse_url = f"sqlite:///{data / 'warehouse.sqlite'}"
+    warehouse_file = data / "warehouse.sqlite"
+    warehouse_url = f"sqlite:///{warehouse_file}"
     log_path = data / "demo-last-run.log"
     with Simulator(port=0) as sim:
         env = demo_env(root, sim.url)
@@ -130,7 +131,7 @@ def run_demo(root: Path) -> int:
         f"\nKwery: {kwery['rows']:,} BTC events, {kwery['ok_requests']} requests, "
         f"{kwery['credits_used']:,} credits. Newhedge: {newhedge['ok_requests']} requests."
     )
-    print_next_steps(data / "warehouse.sqlite")
+    print_next_steps(warehouse_file)
     return 0
 
 
